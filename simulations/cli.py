@@ -1,0 +1,114 @@
+"""The ``collective-fairness`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import CollectiveFairnessError
+
+__all__ = ["main"]
+
+DEFAULT_OUT = Path("results")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collective-fairness",
+        description="Minority algorithmic collective action: run scenarios and report results.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a scenario (default: the paper's experiment on Adult)")
+    run.add_argument("config", nargs="?", help="scenario TOML file (see configs/)")
+    run.add_argument("--out", type=Path, help="results folder (default: results/<scenario name>)")
+    run.add_argument("--seeds", help="comma-separated seeds, overriding the scenario's")
+    run.add_argument("--backend", choices=("vectorised", "flower"), help="override [engine] backend")
+    run.add_argument("--jobs", type=int, help="worker processes for the firm's fits (default: [engine] n_jobs)")
+    run.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="summarise a results folder and redraw its figures")
+    rep.add_argument("results", type=Path, help="results folder (or its runs.csv)")
+
+    val = sub.add_parser("validate", help="check scenario files without running them")
+    val.add_argument("configs", nargs="+", type=Path)
+    return p
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from .errors import ConfigError
+
+    try:
+        seeds = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: allowed: comma-separated ints >= 0, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r}: allowed: distinct comma-separated ints >= 0, e.g. 0,1,2")
+    return seeds
+
+
+def _run(args) -> int:
+    from .runner import run_into
+    from .scenario import load_scenario
+
+    scenario = load_scenario(args.config)
+    changes = {}
+    if args.seeds:
+        changes["seeds"] = _seeds(args.seeds)
+    if args.backend:
+        changes["engine__backend"] = args.backend
+    if changes:
+        scenario = scenario.replace(**changes)
+    if args.jobs is not None and (args.jobs == 0 or args.jobs < -1):
+        from .errors import ConfigError
+
+        raise ConfigError(f"--jobs {args.jobs}: allowed: an int >= 1, or -1 for all cores")
+    out = args.out or DEFAULT_OUT / scenario.name
+    _, summary = run_into(scenario, out, fresh=args.fresh, n_jobs=args.jobs,
+                          progress=not args.quiet, plots=not args.no_plots)
+    print(summary)
+    print(f"\nresults: {out}/runs.csv (summary.txt, figures *.png)")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import plot_all, write_summary
+    from .results import ResultsFolder
+
+    folder = ResultsFolder.open(args.results)
+    runs = folder.runs()
+    print(write_summary(runs, folder.path))
+    for path in plot_all(runs, folder.path):
+        print(f"figure: {path}")
+    return 0
+
+
+def _validate(args) -> int:
+    from .scenario import load_scenario
+
+    for path in args.configs:
+        scenario = load_scenario(path)
+        c = scenario.collective
+        n = len(scenario.seeds) * len(c.methods) * len(c.alphas) * len(c.budgets)
+        print(f"{path}: ok ({scenario.name}: {scenario.data.dataset}, {n} runs, backend {scenario.engine.backend})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "report": _report, "validate": _validate}[args.command]
+    try:
+        return handler(args)
+    except CollectiveFairnessError as exc:
+        print(f"collective-fairness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("collective-fairness: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Summaries and figures from a tidy results table.
+
+The headline of the paper is the *best EqOd over the budget M* for each
+collective size alpha: the collective picks the budget that helps most.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .results import atomic_write_bytes, atomic_write_text
+
+__all__ = ["best_over_budget", "format_summary", "plot_all", "summary_table"]
+
+BASE = "base"
+
+
+def best_over_budget(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
+    """Per (method, alpha, seed): the run with the lowest ``metric`` over budgets."""
+    cells = runs[runs["method"] != BASE]
+    idx = cells.groupby(["method", "alpha", "seed"], sort=True)[metric].idxmin()
+    return cells.loc[idx.dropna().astype(int)].reset_index(drop=True)
+
+
+def summary_table(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
+    """Tidy summary: mean and std over seeds of the best ``metric`` and its error."""
+    best = best_over_budget(runs, metric)
+    base = runs[runs["method"] == BASE].set_index("seed")
+    best = best.assign(error_increase=best["error"].to_numpy() - base.loc[best["seed"], "error"].to_numpy())
+    agg = best.groupby(["method", "alpha"]).agg(
+        **{f"best_{metric}": (metric, "mean"), f"best_{metric}_std": (metric, "std"),
+           "error": ("error", "mean"), "error_increase": ("error_increase", "mean"),
+           "flips": ("flips", "mean"), "seeds": ("seed", "nunique")}
+    )
+    return agg.reset_index()
+
+
+def format_summary(runs: pd.DataFrame, metric: str = "eqod") -> str:
+    """The terminal summary: best ``metric`` over M, method x alpha, mean ± std over seeds."""
+    table = summary_table(runs, metric)
+    base = runs[runs["method"] == BASE]
+    cell = table.assign(
+        text=[f"{m:.3f}±{s:.3f}" if np.isfinite(s) else f"{m:.3f}"
+              for m, s in zip(table[f"best_{metric}"], table[f"best_{metric}_std"])]
+    )
+    pivot = cell.pivot(index="method", columns="alpha", values="text")
+    pivot.columns = [f"α={a:g}" for a in pivot.columns]
+    lines = [
+        f"Best {metric} over the budget M (mean ± std over {base['seed'].nunique()} seed(s))",
+        f"base model: {metric} {base[metric].mean():.3f}, error {base['error'].mean():.3f}",
+        pivot.to_string(),
+    ]
+    err = table.pivot(index="method", columns="alpha", values="error_increase")
+    err.columns = [f"α={a:g}" for a in err.columns]
+    lines += ["", "error increase at that budget (points)", (100 * err).round(2).to_string()]
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.3) -> list[Path]:
+    """The three standard figures, as PNG files in ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    written = []
+    base = runs[runs["method"] == BASE]
+    methods = [m for m in runs["method"].unique() if m != BASE]
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+
+    # 1. best EqOd over M vs alpha, one line per method, band = ±1 std over seeds.
+    table = summary_table(runs)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        t = table[table["method"] == m]
+        std = t["best_eqod_std"].fillna(0)
+        ax.plot(t["alpha"], t["best_eqod"], marker="o", label=m, color=colours[m])
+        ax.fill_between(t["alpha"], t["best_eqod"] - std, t["best_eqod"] + std, alpha=0.2, color=colours[m])
+    ax.axhline(base["eqod"].mean(), ls="--", color="black", label="base model")
+    ax.set(xlabel="collective size α (fraction of the minority)", ylabel="best EqOd over M",
+           title="Best EqOd reached by the collective")
+    ax.legend()
+    written.append(out_dir / "best_eqod_vs_alpha.png")
+    _save(fig, written[-1])
+    plt.close(fig)
+
+    # 2. EqOd vs number of flips at the alpha closest to focus_alpha.
+    alphas = np.array(sorted(runs.loc[runs["method"] != BASE, "alpha"].unique()))
+    if alphas.size:
+        alpha = float(alphas[np.argmin(np.abs(alphas - focus_alpha))])
+        at = runs[(runs["method"] != BASE) & np.isclose(runs["alpha"], alpha)]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in methods:
+            # One point per budget of the grid: mean flips and EqOd over seeds.
+            g = (at[at["method"] == m].groupby(["budget_kind", "budget"])
+                 .agg(flips=("flips", "mean"), eqod=("eqod", "mean"), sd=("eqod", "std"))
+                 .sort_values("flips"))
+            ax.plot(g["flips"], g["eqod"], marker="o", label=m, color=colours[m])
+            ax.fill_between(g["flips"], g["eqod"] - g["sd"].fillna(0), g["eqod"] + g["sd"].fillna(0),
+                            alpha=0.2, color=colours[m])
+        ax.axhline(base["eqod"].mean(), ls="--", color="black", label="base model")
+        ax.set(xlabel="labels flipped (M)", ylabel="EqOd", title=f"EqOd vs flips at α={alpha:g}")
+        ax.legend()
+        written.append(out_dir / f"eqod_vs_flips_alpha{alpha:g}.png")
+        _save(fig, written[-1])
+        plt.close(fig)
+
+    # 3. error vs EqOd, every run.
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        r = runs[runs["method"] == m]
+        ax.scatter(r["eqod"], r["error"], s=10, alpha=0.5, label=m, color=colours[m])
+    ax.scatter(base["eqod"], base["error"], marker="*", s=150, color="black", label="base model", zorder=5)
+    ax.set(xlabel="EqOd", ylabel="test error", title="Error vs EqOd (every run)")
+    ax.legend()
+    written.append(out_dir / "error_vs_eqod.png")
+    _save(fig, written[-1])
+    plt.close(fig)
+    return written
+
+
+def write_summary(runs: pd.DataFrame, out_dir: str | Path) -> str:
+    """Write ``summary.csv`` and ``summary.txt``; return the text summary."""
+    out_dir = Path(out_dir)
+    text = format_summary(runs)
+    atomic_write_text(out_dir / "summary.csv", summary_table(runs).to_csv(index=False))
+    atomic_write_text(out_dir / "summary.txt", text + "\n")
+    return text
