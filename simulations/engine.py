@@ -186,12 +186,12 @@ def _labels_key(flips: np.ndarray) -> str:
     return hashlib.blake2b(np.packbits(flips).tobytes(), digest_size=16).hexdigest()
 
 
-def _config_columns(scenario: Scenario) -> dict:
+def _config_columns(scenario: Scenario, dataset: Dataset) -> dict:
     d, c, f = scenario.data, scenario.collective, scenario.firm
     return {
         "scenario": scenario.name,
         "dataset": d.dataset,
-        "sensitive": d.sensitive or "default",
+        "sensitive": dataset.sensitive,
         "include_sensitive": d.include_sensitive,
         "test_size": d.test_size,
         "reference": str(c.reference),
@@ -257,7 +257,7 @@ def run_seed(
             if on_fit:
                 on_fit(len(chain))
 
-    config = _config_columns(scenario)
+    config = _config_columns(scenario, dataset)
     n_minority = int(world.minority.sum())
     rows = [
         {**config, "seed": seed, "method": BASE, "alpha": 0.0, "budget": 0.0, "n_train": p.y_train.size,

@@ -32,7 +32,6 @@ __all__ = [
 
 DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv")
 SYNTHETIC = ("synthetic", "toy")
-DEFAULT_SENSITIVE = {"adult": "sex", "compas": "race", "german": "sex"}
 BACKENDS = ("vectorised", "flower")
 PAPER_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 PAPER_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
@@ -75,10 +74,6 @@ class DataConfig:
     test_size: float = 0.3
     include_sensitive: bool = False
     options: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.sensitive is None and self.dataset in DEFAULT_SENSITIVE:
-            object.__setattr__(self, "sensitive", DEFAULT_SENSITIVE[self.dataset])
 
     def validate(self, where: str):
         if self.dataset not in DATASETS:

@@ -1,0 +1,136 @@
+"""The vectorised engine: invariants of the coalition rule and reproducibility."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.decision import relabel
+from server.firm import Firm
+from server.metrics import fairness_metrics
+from simulations import engine
+from simulations.scenario import Scenario
+
+TOY = Scenario(name="toy").replace(
+    seeds=(0, 1),
+    data__dataset="toy",
+    collective__methods=("rb-prob", "rb-label", "rb-dist", "random", "oracle"),
+    collective__alphas=(0.1, 0.3, 0.6),
+    collective__budgets=(0.0, 0.2, 0.5, 1.0, 7, 10_000),
+    engine__n_jobs=1,
+)
+
+
+@pytest.fixture(scope="module")
+def toy_runs():
+    return engine.run_scenario(TOY)
+
+
+@pytest.fixture(scope="module")
+def world():
+    ds = engine.load_data(TOY, seed=0)
+    return engine.build_world(TOY, ds, 0)
+
+
+def test_one_row_per_cell_plus_base(toy_runs):
+    c = TOY.collective
+    per_seed = 1 + len(c.methods) * len(c.alphas) * len(c.budgets)
+    assert len(toy_runs) == per_seed * len(TOY.seeds)
+    assert not toy_runs.duplicated(["seed", "method", "alpha", "budget", "budget_kind"]).any()
+    for col in ("error", "eqod", "eqod_max", "sp_diff", "eopp_diff", "tpr_0", "fpr_1", "flips", "success", "cf_gap"):
+        assert col in toy_runs.columns
+
+
+def test_exactly_min_m_pool_flip(toy_runs):
+    cells = toy_runs[toy_runs["method"] != "base"]
+    assert (cells["flips"] == cells["m"]).all()
+    assert (cells["m"] <= cells["pool_size"]).all()
+    fraction = cells[cells["budget_kind"] == "fraction"]
+    np.testing.assert_array_equal(fraction["m"], np.floor(fraction["budget"] * fraction["pool_size"] + 1e-9))
+    counts = cells[cells["budget_kind"] == "count"]
+    np.testing.assert_array_equal(counts["m"], np.minimum(counts["budget"], counts["pool_size"]))
+
+
+def test_flips_only_members_negative_minority(world):
+    scores = engine.candidate_scores(world, "rb-prob")
+    p = world.prepared
+    previous_members = None
+    for cell in engine.plan_cells(world, "rb-prob", scores, (0.1, 0.3, 0.6), (0.5,)):
+        assert (p.a_train[cell.flips] == 1).all()
+        assert (p.y_train[cell.flips] == 0).all()
+        members = world.minority & (world.member_tickets < np.sort(world.member_tickets[world.minority])[cell.n_members - 1] + 1e-300)
+        assert cell.flips[~members].sum() == 0
+        assert cell.n_members == round(cell.alpha * world.minority.sum() + 1e-9)
+        if previous_members is not None:  # nested collectives
+            assert (members | ~previous_members).all()
+        previous_members = members
+
+
+def test_flipped_users_are_the_top_scored_candidates(world):
+    scores = engine.candidate_scores(world, "rb-dist")
+    for cell in engine.plan_cells(world, "rb-dist", scores, (0.6,), (0.2,)):
+        flipped = scores[cell.flips]
+        pool = world.minority & (world.prepared.y_train == 0) & ~np.isnan(scores)
+        kept = scores[pool & ~cell.flips]
+        assert flipped.min() >= kept[kept.size - 1 :].max() or flipped.min() >= np.max(
+            kept[kept < flipped.min()], initial=-np.inf
+        )
+        assert cell.flips.sum() == cell.m
+
+
+def test_metrics_match_an_independent_refit(world, toy_runs):
+    """Re-derive one cell by hand: relabel, fresh fit, metrics."""
+    scores = engine.candidate_scores(world, "rb-label")
+    cell = next(engine.plan_cells(world, "rb-label", scores, (0.6,), (0.5,)))
+    p = world.prepared
+    firm = Firm().fit(p.X_train, relabel(p.y_train, cell.flips))
+    expected = fairness_metrics(p.y_test, firm.predict(p.X_test), sensitive_features=p.a_test)
+    row = toy_runs[(toy_runs["seed"] == 0) & (toy_runs["method"] == "rb-label") & (toy_runs["alpha"] == 0.6)
+                   & (toy_runs["budget"] == 0.5) & (toy_runs["budget_kind"] == "fraction")].iloc[0]
+    assert row["flips"] == cell.m
+    for key in ("error", "eqod", "sp_diff", "eopp_diff"):
+        assert row[key] == pytest.approx(expected[key], abs=0.005)
+
+
+def test_same_seed_same_results_and_seeds_differ(toy_runs):
+    again = engine.run_scenario(TOY.replace(seeds=(1,)))
+    left = toy_runs[toy_runs["seed"] == 1].reset_index(drop=True).drop(columns="seconds")
+    pd.testing.assert_frame_equal(left, again.drop(columns="seconds"))
+    s0 = toy_runs[toy_runs["seed"] == 0]["eqod"].to_numpy()
+    s1 = toy_runs[toy_runs["seed"] == 1]["eqod"].to_numpy()
+    assert not np.allclose(s0, s1)
+
+
+def test_parallel_and_warm_start_do_not_change_results(toy_runs):
+    small = TOY.replace(seeds=(0,), collective__methods=("rb-prob", "random"))
+    serial = engine.run_scenario(small).drop(columns="seconds")
+    parallel = engine.run_scenario(small, n_jobs=2).drop(columns="seconds")
+    pd.testing.assert_frame_equal(serial, parallel)
+    cold = engine.run_scenario(small.replace(engine__warm_start=False)).drop(columns="seconds")
+    same = ["method", "alpha", "budget", "m", "flips"]
+    pd.testing.assert_frame_equal(serial[same], cold[same])
+    np.testing.assert_allclose(serial["eqod"], cold["eqod"], atol=0.005)
+    np.testing.assert_allclose(serial["error"], cold["error"], atol=0.005)
+
+
+def test_zero_budget_equals_base(toy_runs):
+    base = toy_runs[toy_runs["method"] == "base"].set_index("seed")
+    zero = toy_runs[(toy_runs["budget"] == 0) & (toy_runs["method"] != "base")]
+    assert (zero["flips"] == 0).all()
+    np.testing.assert_allclose(zero["eqod"], base.loc[zero["seed"], "eqod"])
+
+
+def test_oracle_relabelling_improves_counterfactual_success(toy_runs):
+    base = toy_runs[toy_runs["method"] == "base"]["success"].mean()
+    oracle = toy_runs[(toy_runs["method"] == "oracle") & (toy_runs["alpha"] == 0.6)]
+    assert oracle["success"].max() > base
+
+
+def test_small_reference_sample(world):
+    s = TOY.replace(collective__reference=10)
+    ds = engine.load_data(s, seed=0)
+    w = engine.build_world(s, ds, 0)
+    assert w.reference.size == 10 and (w.prepared.a_train[w.reference] == 0).all()
+    scores = engine.candidate_scores(w, "rb-label", k=10)
+    cand = ~np.isnan(scores)
+    assert cand.sum() == ((w.prepared.a_train == 1) & (w.prepared.y_train == 0)).sum()
+    assert scores[cand].max() <= w.prepared.y_train[w.reference].sum()
