@@ -55,8 +55,8 @@ def _check_lengths(**arrays: np.ndarray) -> int:
 def _counts(y_true, y_pred, sensitive_features) -> list[list[list[int]]]:
     """Validated confusion counts as nested Python ints indexed ``[a][y][pred]``.
 
-    Four boolean count_nonzero calls per group are cheaper than building a cell
-    code for np.bincount; the remaining cells follow from the totals.
+    Eight boolean count_nonzero calls (totals and group 1) are cheaper than building
+    a cell code for np.bincount; group 0 and the remaining cells follow by subtraction.
     """
     y = _as_binary(y_true, "y_true").view(bool)
     p = _as_binary(y_pred, "y_pred").view(bool)
@@ -161,7 +161,8 @@ def counterfactual_metrics(pred, pred_cf, *, proba=None, proba_cf=None) -> dict[
 
     ``pred`` = h(x) and ``pred_cf`` = h(x with A <- 0) on the same (minority) rows.
     ``success`` = mean(pred == pred_cf), the paper's S; ``cf_gap`` = mean |proba -
-    proba_cf| when both probabilities are given, else 1 - success. Also returns ``n``.
+    proba_cf| when both probabilities are given, else 1 - success; ``n_cf`` = rows
+    compared (not ``n``, so the dict can be merged into fairness_metrics' output).
     """
     p = _as_binary(pred, "pred")
     p_cf = _as_binary(pred_cf, "pred_cf")
@@ -177,7 +178,7 @@ def counterfactual_metrics(pred, pred_cf, *, proba=None, proba_cf=None) -> dict[
         cf_gap = float(np.abs(arrays["proba"] - arrays["proba_cf"]).mean())
     else:
         cf_gap = 1.0 - success
-    return {"success": success, "cf_gap": cf_gap, "n": n}
+    return {"success": success, "cf_gap": cf_gap, "n_cf": n}
 
 
 def group_table(y_true, y_pred, *, sensitive_features) -> pd.DataFrame:

@@ -243,7 +243,9 @@ def test_counterfactual_metrics_by_hand():
     pred = [1, 0, 1, 1]
     pred_cf = [1, 1, 1, 0]  # agrees on rows 0 and 2
     m = counterfactual_metrics(pred, pred_cf)
-    assert m == {"success": 0.5, "cf_gap": 0.5, "n": 4}
+    assert m == {"success": 0.5, "cf_gap": 0.5, "n_cf": 4}
+    # Keys must not collide with fairness_metrics' (the engine merges the two dicts).
+    assert not set(m) & set(fairness_metrics([0, 1], [0, 1], sensitive_features=[0, 1]))
 
     proba = [0.9, 0.4, 0.6, 0.7]
     proba_cf = [0.8, 0.6, 0.6, 0.2]  # |gaps| = 0.1, 0.2, 0.0, 0.5 -> mean 0.2
