@@ -75,14 +75,16 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import plot_all, write_summary
+    from .report import plot_all, write_html, write_summary
     from .results import ResultsFolder
 
     folder = ResultsFolder.open(args.results)
     runs = folder.runs()
     print(write_summary(runs, folder.path))
-    for path in plot_all(runs, folder.path):
+    figures = plot_all(runs, folder.path)
+    for path in figures:
         print(f"figure: {path}")
+    print(f"report: {write_html(folder, runs, figures)}")
     return 0
 
 

@@ -137,3 +137,65 @@ def write_summary(runs: pd.DataFrame, out_dir: str | Path) -> str:
     atomic_write_text(out_dir / "summary.csv", summary_table(runs).to_csv(index=False))
     atomic_write_text(out_dir / "summary.txt", text + "\n")
     return text
+
+
+def _img(path: Path) -> str:
+    import base64
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<figure><img alt="{path.stem}" src="data:image/png;base64,{data}"><figcaption>{path.stem}</figcaption></figure>'
+
+
+def write_html(folder, runs: pd.DataFrame, figures: list[Path], *, sections: list[tuple[str, str]] = ()) -> Path:
+    """One self-contained HTML page: scenario, tables, figures, versions and seeds.
+
+    Figures are embedded (base64), so the page can be mailed or archived alone.
+    ``sections`` adds (title, html) blocks, e.g. baseline and defence tables.
+    """
+    import html
+    import json
+
+    path = Path(folder.path)
+    scenario_text = folder.scenario_toml.read_text(encoding="utf-8") if folder.scenario_toml.exists() else ""
+    manifest_path = path / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    base = runs[runs["method"] == BASE]
+    base_cols = [c for c in ("error", "eqod", "eqod_max", "sp_diff", "eopp_diff", "tpr_0", "tpr_1", "fpr_0", "fpr_1")
+                 if c in base.columns]
+    base_table = base[base_cols].agg(["mean", "std"]).T.round(4)
+    summary = summary_table(runs).round(4)
+    name = html.escape(str(manifest.get("scenario", path.name)))
+    env = manifest.get("environment", {})
+    versions = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items() if v)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{name}: collective action results</title>",
+        "<style>body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+        "pre{background:#f6f6f6;padding:1em;overflow:auto}figure{display:inline-block;margin:0.5em}"
+        "img{max-width:520px}</style></head><body>",
+        f"<h1>{name}</h1>",
+        "<p>Minority algorithmic collective action (arXiv 2508.15374): a fraction α of the protected "
+        "minority relabels its members' negative labels ranked by a score; the firm trains as usual.</p>",
+        f"<p><b>Seeds:</b> {html.escape(str(sorted(runs['seed'].unique().tolist())))} &middot; "
+        f"<b>runs:</b> {len(runs)} &middot; <b>Python</b> {html.escape(str(env.get('python', '?')))} &middot; "
+        f"{html.escape(versions)}</p>",
+        "<h2>Base model (nobody relabels)</h2>", base_table.to_html(),
+        "<h2>Best EqOd over the budget M</h2>",
+        "<p>Per method and α: the budget with the lowest EqOd, mean over seeds; error increase in "
+        "absolute error vs the base model of the same seed.</p>",
+        summary.to_html(index=False),
+        "<h2>Figures</h2>", *(_img(f) for f in figures),
+    ]
+    for title, block in sections:
+        parts += [f"<h2>{html.escape(title)}</h2>", block]
+    parts += [
+        "<h2>Re-run</h2>",
+        f"<pre>collective-fairness run {html.escape(str(path / 'scenario.toml'))} --out NEW_FOLDER</pre>",
+        "<h3>Scenario</h3>", f"<pre>{html.escape(scenario_text)}</pre>",
+        "<h3>Manifest</h3>", f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>",
+        "</body></html>",
+    ]
+    out = path / "report.html"
+    atomic_write_text(out, "\n".join(parts))
+    return out

@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import engine
-from .report import plot_all, write_summary
+from .report import plot_all, write_html, write_summary
 from .results import ResultsFolder
 from .scenario import Scenario
 
@@ -56,5 +56,5 @@ def run_into(
     folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
     text = write_summary(runs, folder.path)
     if plots:
-        plot_all(runs, folder.path)
+        write_html(folder, runs, plot_all(runs, folder.path))
     return runs, text

@@ -35,12 +35,14 @@ def test_run_writes_table_summary_figures_and_manifest(tmp_path, config, capsys)
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 * (1 + 2 * 2 * 2)
     assert {"seed", "method", "alpha", "budget", "flips", "eqod", "error"} <= set(runs.columns)
-    for name in ("summary.csv", "summary.txt", "scenario.toml", "manifest.json", "best_eqod_vs_alpha.png",
+    for name in ("report.html", "summary.csv", "summary.txt", "scenario.toml", "manifest.json", "best_eqod_vs_alpha.png",
                  "error_vs_eqod.png", "eqod_vs_flips_alpha0.3.png"):
         assert (out / name).exists(), name
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seeds"] == [0, 1] and manifest["environment"]["packages"]["numpy"]
     assert not list(out.rglob("*.tmp"))  # atomic writes leave no temporaries
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64," in page and "toy-cli" in page and "numpy" in page
 
 
 def test_resume_recomputes_only_missing_seeds(tmp_path, config):

@@ -1,0 +1,222 @@
+"""Deployment: a real ``flower-superlink`` and one ``flower-supernode`` per node.
+
+Each SuperNode loads one user's (or one shard's) records from the file named in
+its node config (``data-path``); one extra SuperNode is the coalition's
+coordinator. The same Flower app as the simulation runs against them with
+``flwr run``. Here everything listens on 127.0.0.1 in insecure mode, which is
+only acceptable on loopback; docs/federated.md shows the TLS flags for real
+devices. ``collective-fairness-deploy`` (:func:`main`) runs one seed this way
+and prints the same table as the other backends; ``--print-commands`` only
+prints the shell commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import CollectiveFairnessError, ConfigError
+from .flower_backend import (
+    APP_PYPROJECT,
+    RunFiles,
+    _config_args,
+    _results_complete,
+    _wait_http_ok,
+    flower_env,
+    flwr_bin,
+    free_port,
+    prepare_run,
+    results_frame,
+    run_status,
+    shell_quote,
+    stop_process,
+)
+
+__all__ = ["Deployment", "deploy_seed", "main", "node_commands"]
+
+CONNECTION = "deploy"
+
+
+def node_commands(files: RunFiles, superlink_port: int, node_ports) -> list[list[str]]:
+    """The ``flower-supernode`` command of every node (loopback, insecure)."""
+    cmds = []
+    for i, (path, port) in enumerate(zip(files.node_files, node_ports)):
+        node_config = f'data-path="{Path(path).resolve()}" partition-id={i} num-partitions={files.n_nodes}'
+        cmds.append([
+            flwr_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+            "--port", str(port), "--node-config", node_config, "--max-retries", "600", "--max-wait-time", "600",
+        ])
+    return cmds
+
+
+def superlink_command(port: int, database: Path | None = None) -> list[str]:
+    cmd = [flwr_bin("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+           "--disable-runtime-dependency-installation"]
+    if database is not None:
+        cmd += ["--database", str(database)]
+    return cmd
+
+
+class Deployment:
+    """A SuperLink and one SuperNode per node file, all on 127.0.0.1, stopped on exit."""
+
+    def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None):
+        self.files = files
+        self.workdir = Path(workdir).resolve()
+        self.home = self.workdir / "home"
+        self.app_dir = self.workdir / "app"
+        self.port = superlink_port or free_port()
+        self.node_ports = [free_port() for _ in files.node_files]
+        self.env = flower_env(self.home)
+        self.processes: list[subprocess.Popen] = []
+
+    def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen:
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / log_name, "ab") as log:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)  # own process group: stopped with its children
+        self.processes.append(proc)
+        return proc
+
+    def start(self) -> "Deployment":
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        (self.app_dir / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+        (self.home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n', encoding="utf-8")
+        try:
+            link = self._spawn(superlink_command(self.port), "superlink.log")
+            _wait_http_ok(f"http://127.0.0.1:{self.port}/health", time.monotonic() + 60, link)
+            for i, cmd in enumerate(node_commands(self.files, self.port, self.node_ports)):
+                self._spawn(cmd, f"supernode-{i}.log")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        # Nodes first, so they do not spin retrying a SuperLink that is gone.
+        for proc in reversed(self.processes):
+            stop_process(proc, grace=5.0)
+        self.processes = []
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([flwr_bin("flwr"), *args], cwd=self.app_dir, env=self.env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0) -> dict:
+        """``flwr run`` the app against the nodes and wait for the ServerApp's results."""
+        results_path = self.files.run_dir / "results.json"
+        results_path.unlink(missing_ok=True)
+        run_config = {"run-dir": str(self.files.run_dir), "rounds": int(rounds), "expected-nodes": self.files.n_nodes,
+                      "node-wait": float(node_wait), "round-timeout": float(timeout)}
+        proc = self._flwr("run", ".", CONNECTION, "--format", "json", "--run-config", _config_args(run_config))
+        import json
+
+        try:
+            run_id = json.loads(proc.stdout)["run-id"]
+        except (ValueError, KeyError, TypeError):
+            raise RuntimeError(f"flwr run failed: {proc.stdout.strip()} {proc.stderr.strip()[-2000:]}") from None
+        deadline = time.monotonic() + node_wait + timeout * (5 * rounds) + 120
+        status, next_status = "", time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if _results_complete(results_path):
+                return json.loads(results_path.read_text(encoding="utf-8"))
+            if time.monotonic() >= next_status:
+                status = run_status(self._flwr, CONNECTION, run_id)
+                next_status = time.monotonic() + 10
+                if status.startswith("finished") and not _results_complete(results_path):
+                    break
+            time.sleep(0.2)
+        else:
+            self._flwr("stop", str(run_id), CONNECTION, timeout=60)
+        logs = self._flwr("log", str(run_id), CONNECTION, "--show", timeout=60)
+        raise RuntimeError(f"deployed run {run_id} ended as {status or 'timed out'!r}; log tail:\n"
+                           f"{(logs.stdout + logs.stderr)[-3000:]}")
+
+
+def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
+                dataset=None, timeout: float | None = None) -> tuple[pd.DataFrame, dict]:
+    """Run one seed on a local deployment; returns the engine's rows and the raw results."""
+    from .engine import load_data
+
+    dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
+    workdir = Path(workdir).resolve()
+    files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=dataset, agents_per_node=agents_per_node)
+    with Deployment(files, workdir) as dep:
+        results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout)
+    return results_frame(scenario, dataset, seed, results), results
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="collective-fairness-deploy",
+        description="Run one seed of a scenario on a real Flower SuperLink and one SuperNode per node, on 127.0.0.1.",
+    )
+    p.add_argument("config", nargs="?", help="scenario TOML file (default: the paper's Adult scenario)")
+    p.add_argument("--seed", type=int, help="seed (default: the scenario's first)")
+    p.add_argument("--agents-per-node", type=int, help="users per SuperNode (default: [flower] agents-per-node)")
+    p.add_argument("--rounds", type=int, help="rounds (default: [flower] rounds)")
+    p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
+    p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
+    p.add_argument("--print-commands", action="store_true", help="write the node files, print the commands, exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from .engine import load_data
+        from .scenario import load_scenario
+
+        scenario = load_scenario(args.config)
+        seed = scenario.seeds[0] if args.seed is None else args.seed
+        if args.agents_per_node is not None and args.agents_per_node < 1:
+            raise ConfigError(f"--agents-per-node {args.agents_per_node}: allowed: an int >= 1")
+        if args.print_commands:
+            workdir = args.workdir.resolve()
+            files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=load_data(scenario, seed=seed),
+                                agents_per_node=args.agents_per_node)
+            port = 9091
+            print("# environment (no network use)")
+            print("export FLWR_HOME=" + str(workdir / "home") + " FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 "
+                  "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1")
+            print(shell_quote(superlink_command(port)) + " &")
+            for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)])):
+                print(shell_quote(cmd) + " &")
+            run_config = _config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
+                                       "expected-nodes": files.n_nodes})
+            print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
+            print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
+            return 0
+        frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
+                                     rounds=args.rounds)
+    except CollectiveFairnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    last = results["rounds"][-1]
+    print(f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds, "
+          f"{last['nodes']['reports_accepted']} reports accepted, rejected: {last['nodes']['reports_rejected'] or 'none'}")
+    cols = [c for c in ("method", "alpha", "budget", "m", "flips", "error", "eqod") if c in frame.columns]
+    print(frame[cols].to_string(index=False, max_rows=40))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
