@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents.decision import (
@@ -154,7 +155,7 @@ def plan_cells(world: World, method: str, scores: np.ndarray, alphas, budgets) -
             yield Cell(method, alpha, budget, int(members.sum()), int(pool_idx.size), m, threshold.score, flips)
 
 
-def evaluate(firm: Firm, prepared: Prepared) -> dict[str, float]:
+def evaluate(firm: Firm, prepared: "Prepared | TestSet") -> dict[str, float]:
     """The firm's test metrics; on synthetic data also counterfactual success."""
     pred = firm.predict(prepared.X_test)
     out = fairness_metrics(prepared.y_test, pred, sensitive_features=prepared.a_test)
@@ -169,15 +170,45 @@ def evaluate(firm: Firm, prepared: Prepared) -> dict[str, float]:
     return out
 
 
-def _fit_chain(base: Firm, prepared: Prepared, labels: list[np.ndarray], warm: bool) -> list[dict]:
+@dataclass(frozen=True)
+class TestSet:
+    """What the firm is evaluated on; a light stand-in for ``Prepared`` in workers."""
+
+    X_test: np.ndarray
+    y_test: np.ndarray
+    a_test: np.ndarray
+    X_test_cf: np.ndarray | None = None
+
+    @property
+    def has_counterfactual(self) -> bool:
+        return self.X_test_cf is not None
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> "TestSet":
+        return cls(prepared.X_test, prepared.y_test, prepared.a_test, prepared.X_test_cf)
+
+
+def firm_design(estimator, X: np.ndarray):
+    """The training matrix handed to the firm: CSR when the one-hot data is sparse
+    and the estimator accepts it (same model, ~2x faster Newton steps on Adult)."""
+    try:
+        accepts_sparse = estimator.__sklearn_tags__().input_tags.sparse
+    except AttributeError:
+        accepts_sparse = False
+    if accepts_sparse and X.size and np.count_nonzero(X) / X.size < 0.3:
+        return sparse.csr_matrix(X)
+    return X
+
+
+def _fit_chain(base: Firm, X, y_list: list[np.ndarray], test: TestSet, warm: bool) -> list[dict]:
     """Fit the firm on each label vector in turn, warm-starting along the chain."""
     # One BLAS thread per process: two busy OpenBLAS pools on two cores spin
     # against each other and run several times slower than one.
     with threadpool_limits(1):
         out, previous = [], base
-        for y in labels:
-            firm = previous.refit(prepared.X_train, y) if warm else Firm(base.estimator).fit(prepared.X_train, y)
-            out.append(evaluate(firm, prepared))
+        for y in y_list:
+            firm = previous.refit(X, y) if warm else Firm(base.estimator).fit(X, y)
+            out.append(evaluate(firm, test))
             previous = firm
         return out
 
@@ -215,9 +246,11 @@ def run_seed(
     p = world.prepared
     coll = scenario.collective
     estimator = make_estimator(scenario.firm.model, scenario.firm.params, random_state=world.firm_seed)
+    X_fit = firm_design(estimator, p.X_train)
+    test = TestSet.of(p)
     with threadpool_limits(1):
-        base = Firm(estimator).fit(p.X_train, p.y_train)
-    base_metrics = evaluate(base, p)
+        base = Firm(estimator).fit(X_fit, p.y_train)
+    base_metrics = evaluate(base, test)
     if on_fit:
         on_fit(1)
 
@@ -243,13 +276,13 @@ def run_seed(
     results: dict[str, dict] = {_labels_key(np.zeros_like(p.y_train, dtype=bool)): base_metrics}
     if n_jobs == 1:
         for chain, labels in tasks:
-            for (_, key, _), metrics in zip(chain, _fit_chain(base, p, labels, warm)):
+            for (_, key, _), metrics in zip(chain, _fit_chain(base, X_fit, labels, test, warm)):
                 results[key] = metrics
             if on_fit:
                 on_fit(len(chain))
     else:
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_chain)(base, p, labels, warm) for _, labels in tasks
+            delayed(_fit_chain)(base, X_fit, labels, test, warm) for _, labels in tasks
         )
         for (chain, _), metrics_list in zip(tasks, outputs):
             for (_, key, _), metrics in zip(chain, metrics_list):
