@@ -264,7 +264,19 @@ def massaging_count(y, a) -> int:
     return max(0, _round_half_up((p_w - p_b) * n_b * n_w / len(y)))
 
 
-class _MassagingBase(ClassifierMixin, BaseEstimator):
+class _TrainedOnChangedData(ClassifierMixin, BaseEstimator):
+    """Pre-processing baselines: predictions are the inner model's (no group at test time)."""
+
+    def predict(self, X, *, sensitive_features=None):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict(_check_data(X)[0])
+
+    def predict_proba(self, X, *, sensitive_features=None):
+        check_is_fitted(self, "estimator_")
+        return self.estimator_.predict_proba(_check_data(X)[0])
+
+
+class _MassagingBase(_TrainedOnChangedData):
     """Shared fit: rank with ``ranker``, relabel, train the base model."""
 
     def _ranker_scores(self, X, y, a):
@@ -280,14 +292,6 @@ class _MassagingBase(ClassifierMixin, BaseEstimator):
         self.estimator_ = _fresh(self.estimator, self.random_state).fit(X, y_new)
         self.classes_ = self.estimator_.classes_
         return self
-
-    def predict(self, X, *, sensitive_features=None):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(_check_data(X)[0])
-
-    def predict_proba(self, X, *, sensitive_features=None):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(_check_data(X)[0])
 
 
 class Massaging(_MassagingBase):
@@ -377,7 +381,7 @@ def reweighing_weights(y, a) -> np.ndarray:
     return np.divide(expected, joint, out=np.zeros((2, 2)), where=joint > 0)
 
 
-class Reweighing(ClassifierMixin, BaseEstimator):
+class Reweighing(_TrainedOnChangedData):
     """Reweighing (Kamiran & Calders 2012): train with sample_weight W(a, y).
 
     ``strength`` interpolates linearly between uniform weights (0) and the
@@ -403,13 +407,6 @@ class Reweighing(ClassifierMixin, BaseEstimator):
         self.classes_ = self.estimator_.classes_
         return self
 
-    def predict(self, X, *, sensitive_features=None):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict(_check_data(X)[0])
-
-    def predict_proba(self, X, *, sensitive_features=None):
-        check_is_fitted(self, "estimator_")
-        return self.estimator_.predict_proba(_check_data(X)[0])
 
 
 # ------------------------------------------------------- Pleiss et al.: calibrated eq. odds
