@@ -75,7 +75,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import plot_all, write_html, write_summary
+    from .report import comparison_sections, plot_all, write_html, write_summary
     from .results import ResultsFolder
 
     folder = ResultsFolder.open(args.results)
@@ -84,7 +84,7 @@ def _report(args) -> int:
     figures = plot_all(runs, folder.path)
     for path in figures:
         print(f"figure: {path}")
-    print(f"report: {write_html(folder, runs, figures)}")
+    print(f"report: {write_html(folder, runs, figures, sections=comparison_sections(runs))}")
     return 0
 
 
@@ -95,7 +95,13 @@ def _validate(args) -> int:
         scenario = load_scenario(path)
         c = scenario.collective
         n = len(scenario.seeds) * len(c.methods) * len(c.alphas) * len(c.budgets)
-        print(f"{path}: ok ({scenario.name}: {scenario.data.dataset}, {n} runs, backend {scenario.engine.backend})")
+        extra = ""
+        if scenario.baselines is not None:
+            extra += f", baselines: {', '.join(scenario.baselines.methods)}"
+        if scenario.defence is not None:
+            d = scenario.defence
+            extra += f", defence: {'/'.join(d.audits)} x {'/'.join(d.actions)}{' + adaptive' if d.adaptive else ''}"
+        print(f"{path}: ok ({scenario.name}: {scenario.data.dataset}, {n} runs, backend {scenario.engine.backend}{extra})")
     return 0
 
 

@@ -83,8 +83,13 @@ class Cell:
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
-    """The run's independent random streams, spawned from its one seed."""
-    names = ("split", "membership", "ties", "reference", "firm")
+    """The run's independent random streams, spawned from its one seed.
+
+    New streams are appended: a SeedSequence's i-th child does not depend on
+    how many are spawned, so the existing streams stay the same.
+    """
+    names = ("split", "membership", "ties", "reference", "firm",
+             "baselines", "defence", "trusted", "adaptive")  # the last four: simulations.comparison
     return dict(zip(names, np.random.SeedSequence(seed).spawn(len(names))))
 
 
@@ -306,13 +311,24 @@ def run_seed(
         )
     if on_fit:  # cells whose label vector was already trained count as done too
         on_fit(len(cells) - sum(len(chain) for chain in chain_list))
+    if scenario.compares:  # firm-side baselines, defences, adaptive collective: same World
+        from .comparison import extend_rows
+
+        common = {**config, "seed": seed, "n_train": p.y_train.size, "n_minority": n_minority}
+        rows = extend_rows(scenario, world, rows, [cell for cell, _ in cells], common=common, estimator=estimator,
+                           X_fit=X_fit, test=test, streams=seed_streams(seed), n_jobs=n_jobs, on_fit=on_fit)
     return pd.DataFrame(rows)
 
 
 def count_fits(scenario: Scenario) -> int:
     """An upper bound on firm fits per seed (for progress bars)."""
     c = scenario.collective
-    return 1 + len(c.methods) * len(c.alphas) * len(c.budgets)
+    extra = 0
+    if scenario.compares:
+        from .comparison import count_extra_fits
+
+        extra = count_extra_fits(scenario)
+    return 1 + len(c.methods) * len(c.alphas) * len(c.budgets) + extra
 
 
 def run_scenario(scenario: Scenario, *, n_jobs: int | None = None, progress: bool = False) -> pd.DataFrame:

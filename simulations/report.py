@@ -14,13 +14,23 @@ import pandas as pd
 
 from .results import atomic_write_bytes, atomic_write_text
 
-__all__ = ["best_over_budget", "format_summary", "plot_all", "summary_table"]
+__all__ = ["best_over_budget", "comparison_sections", "format_summary", "plain_runs", "plot_all", "summary_table"]
 
 BASE = "base"
 
 
+def plain_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The base and undefended collective rows (drops firm-side, defended and adaptive rows, if any)."""
+    if "family" not in runs.columns:
+        return runs
+    keep = (runs["family"].isin(["base", "collective"]) & (runs["defence"].astype(str) == "none")
+            & ~runs["adaptive"].astype(bool))
+    return runs[keep]
+
+
 def best_over_budget(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
     """Per (method, alpha, seed): the run with the lowest ``metric`` over budgets."""
+    runs = plain_runs(runs)
     cells = runs[runs["method"] != BASE]
     idx = cells.groupby(["method", "alpha", "seed"], sort=True)[metric].idxmin()
     return cells.loc[idx.dropna().astype(int)].reset_index(drop=True)
@@ -28,6 +38,7 @@ def best_over_budget(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
 
 def summary_table(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
     """Tidy summary: mean and std over seeds of the best ``metric`` and its error."""
+    runs = plain_runs(runs)
     best = best_over_budget(runs, metric)
     base = runs[runs["method"] == BASE].set_index("seed")
     best = best.assign(error_increase=best["error"].to_numpy() - base.loc[best["seed"], "error"].to_numpy())
@@ -41,6 +52,7 @@ def summary_table(runs: pd.DataFrame, metric: str = "eqod") -> pd.DataFrame:
 
 def format_summary(runs: pd.DataFrame, metric: str = "eqod") -> str:
     """The terminal summary: best ``metric`` over M, method x alpha, mean ± std over seeds."""
+    runs = plain_runs(runs)
     table = summary_table(runs, metric)
     base = runs[runs["method"] == BASE]
     cell = table.assign(
@@ -67,7 +79,12 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.3) -> list[Path]:
-    """The three standard figures, as PNG files in ``out_dir``."""
+    """The three standard figures, as PNG files in ``out_dir`` (plus the Pareto fronts
+    when the table has firm-side or defence rows)."""
+    from .pareto import has_comparison, plot_fronts
+
+    extra = plot_fronts if has_comparison(runs) else None
+    full, runs = runs, plain_runs(runs)
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -127,16 +144,73 @@ def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.
     written.append(out_dir / "error_vs_eqod.png")
     _save(fig, written[-1])
     plt.close(fig)
+    if extra is not None:
+        written += extra(full, out_dir)
     return written
 
 
 def write_summary(runs: pd.DataFrame, out_dir: str | Path) -> str:
     """Write ``summary.csv`` and ``summary.txt``; return the text summary."""
+    from .pareto import has_comparison
+
     out_dir = Path(out_dir)
     text = format_summary(runs)
     atomic_write_text(out_dir / "summary.csv", summary_table(runs).to_csv(index=False))
+    if has_comparison(runs):
+        text += "\n\n" + _comparison_text(runs, out_dir)
     atomic_write_text(out_dir / "summary.txt", text + "\n")
     return text
+
+
+_DEFENCE_COLUMNS = ["method", "alpha", "budget", "variant", "defence", "action", "flips", "flagged", "flagged_true",
+                    "recall", "eqod", "gain_kept", "gain_kept_same_defence", "error_cost", "error_increase"]
+
+
+def _comparison_text(runs: pd.DataFrame, out_dir: Path) -> str:
+    """Claims and defence table as text; fronts.csv and defences.csv beside the summary."""
+    from .comparison import defence_table
+    from .pareto import claims, claims_text, front_table
+
+    atomic_write_text(out_dir / "fronts.csv", front_table(runs).to_csv(index=False))
+    lines = [claims_text(claims(runs))]
+    table = defence_table(runs)
+    if not table.empty:
+        atomic_write_text(out_dir / "defences.csv", table.to_csv(index=False))
+        lines += ["", "Defences (means over seeds; gain_kept = share of the collective's EqOd gain left; "
+                  "gain_kept_same_defence = the same against the defence applied when nobody attacks; "
+                  "error_cost = error - undefended error)", table[_DEFENCE_COLUMNS].round(4).to_string(index=False)]
+    return "\n".join(lines)
+
+
+def comparison_sections(runs: pd.DataFrame) -> list[tuple[str, str]]:
+    """Report blocks for firm-side baselines and defences (none for a plain collective table)."""
+    from .comparison import defence_table
+    from .pareto import claims, claims_html, front_table, has_comparison
+
+    if not has_comparison(runs):
+        return []
+    sections = [("Claims, computed from the data", claims_html(claims(runs)))]
+    fronts = front_table(runs)
+    on = fronts[(fronts["metric"] == "eqod") & fronts["on_front"]]
+    cols = ["family", "method", "point", "x", "x_std", "error", "error_increase", "error_increase_std", "seeds"]
+    sections.append((
+        "Error vs EqOd fronts (points on each method's lower-left envelope)",
+        "<p>x = EqOd, mean over seeds; error_increase = test error minus the same seed's base model's. "
+        "All points of all metrics are in fronts.csv.</p>" + on[cols].round(4).to_html(index=False),
+    ))
+    table = defence_table(runs)
+    if not table.empty:
+        sections.append((
+            "A firm that fights back: defences and the adaptive collective",
+            "<p>Per attacked cell, variant (plain or adaptive collective), audit and action, means over seeds. "
+            "flagged_true = flagged rows that were flipped; recall = flagged_true / flips; gain_kept = (base EqOd "
+            "- EqOd) / (base EqOd - the plain undefended cell's EqOd): 1 = the defence changed nothing, 0 = the "
+            "collective's gain is gone; gain_kept_same_defence compares with the same defence applied when "
+            "nobody attacks (eqod_defended_base), which separates undoing the collective from the audit's own "
+            "effect on EqOd; error_cost = error - the undefended cell's error; method 'base' = the defence "
+            "applied when nobody attacks.</p>" + table.round(4).to_html(index=False),
+        ))
+    return sections
 
 
 def _img(path: Path) -> str:
@@ -159,7 +233,8 @@ def write_html(folder, runs: pd.DataFrame, figures: list[Path], *, sections: lis
     scenario_text = folder.scenario_toml.read_text(encoding="utf-8") if folder.scenario_toml.exists() else ""
     manifest_path = path / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    base = runs[runs["method"] == BASE]
+    base = plain_runs(runs)
+    base = base[base["method"] == BASE]
     base_cols = [c for c in ("error", "eqod", "eqod_max", "sp_diff", "eopp_diff", "tpr_0", "tpr_1", "fpr_0", "fpr_1")
                  if c in base.columns]
     base_table = base[base_cols].agg(["mean", "std"]).T.round(4)

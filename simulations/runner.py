@@ -9,7 +9,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import engine
-from .report import plot_all, write_html, write_summary
+from .errors import ConfigError
+from .report import comparison_sections, plot_all, write_html, write_summary
 from .results import ResultsFolder
 from .scenario import Scenario
 
@@ -35,6 +36,8 @@ def run_into(
     plots: bool = True,
 ) -> tuple[pd.DataFrame, str]:
     """Run every unfinished seed, checkpointing each, then write table, summary and plots."""
+    if scenario.compares and scenario.engine.backend != "vectorised":
+        raise ConfigError("[baselines] and [defence] run on the 'vectorised' backend only; drop --backend flower")
     folder = ResultsFolder(out_dir)
     done = set(folder.start(scenario, fresh=fresh))
     run_seed = backend_run_seed(scenario)
@@ -56,5 +59,5 @@ def run_into(
     folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
     text = write_summary(runs, folder.path)
     if plots:
-        write_html(folder, runs, plot_all(runs, folder.path))
+        write_html(folder, runs, plot_all(runs, folder.path), sections=comparison_sections(runs))
     return runs, text

@@ -21,8 +21,10 @@ from server.firm import FIRM_MODELS
 from .errors import ConfigError
 
 __all__ = [
+    "BaselinesConfig",
     "CollectiveConfig",
     "DataConfig",
+    "DefenceConfig",
     "EngineConfig",
     "FirmConfig",
     "FlowerConfig",
@@ -190,6 +192,156 @@ class FlowerConfig:
             _fail(f"{where} timeout", f"{self.timeout!r} is not allowed; allowed: seconds > 0")
 
 
+# Swept parameters that are probabilities or fractions (the others only need >= 0).
+_UNIT_GRIDS = {"threshold-optimizer", "calibrated-eqodds", "reweighing", "massaging-minority"}
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """Optional ``[baselines]``: firm-side fairness methods run on the same splits.
+
+    ``grids`` overrides a baseline's trade-off grid, ``params`` adds fixed
+    constructor parameters (``{"calibrated-eqodds": {"cost_constraint": "fnr"}}``).
+    """
+
+    methods: tuple = ()
+    grids: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.methods, list):
+            object.__setattr__(self, "methods", tuple(self.methods))
+        if isinstance(self.grids, dict):
+            grids = {k: tuple(v) if isinstance(v, list) else v for k, v in self.grids.items()}
+            object.__setattr__(self, "grids", grids)
+
+    def validate(self, where: str):
+        from server.baselines import BASELINE_PARAMS, BASELINES, COST_CONSTRAINTS  # fairlearn: import on use
+
+        allowed = ", ".join(BASELINES)
+        if not isinstance(self.methods, tuple) or not self.methods:
+            _fail(f"{where} methods", f"must be a non-empty list; allowed: {allowed}")
+        for m in self.methods:
+            if m not in BASELINES:
+                _fail(f"{where} methods", f"unknown baseline {m!r}; allowed: {allowed}")
+        if len(set(self.methods)) != len(self.methods):
+            _fail(f"{where} methods", "lists a baseline twice")
+        for name, table in (("grids", self.grids), ("params", self.params)):
+            if not isinstance(table, dict):
+                _fail(f"{where} {name}", "must be a table keyed by baseline name")
+            for key in table:
+                if key not in self.methods:
+                    _fail(f"{where} {name}.{key}", f"is not in [baselines] methods ({', '.join(self.methods)})")
+        for key, grid in self.grids.items():
+            unit = key in _UNIT_GRIDS
+            rule = "numbers in [0, 1]" if unit else "numbers >= 0"
+            if key == "massaging-minority":
+                rule = "int counts >= 0 or fractions in [0, 1]"
+            if not isinstance(grid, tuple) or not grid:
+                _fail(f"{where} grids.{key}", f"must be a non-empty list of {rule}")
+            for v in grid:
+                counts_ok = key == "massaging-minority" and _is_int(v) and v >= 0
+                if not counts_ok and (not _is_num(v) or v < 0 or (unit and v > 1)):
+                    _fail(f"{where} grids.{key}", f"{v!r} is not allowed; allowed: {rule}")
+        from server.baselines import make_baseline
+
+        for key, params in self.params.items():
+            if not isinstance(params, dict):
+                _fail(f"{where} params.{key}", "must be a table of constructor parameters")
+            for reserved in ("estimator", "random_state", BASELINE_PARAMS[key]):
+                if reserved in params:
+                    swept = reserved == BASELINE_PARAMS[key]
+                    why = "is swept; set it in [baselines.grids]" if swept else "is set by the scenario"
+                    _fail(f"{where} params.{key}", f"{reserved!r} {why}")
+            if params.get("cost_constraint", "fnr") not in COST_CONSTRAINTS:
+                _fail(f"{where} params.{key}", f"cost_constraint {params['cost_constraint']!r} is not allowed; "
+                      f"allowed: {', '.join(COST_CONSTRAINTS)}")
+            try:
+                make_baseline(key, **params)
+            except (TypeError, ValueError) as exc:
+                _fail(f"{where} params.{key}", f"cannot build {key!r} with {params}: {exc}")
+
+
+@dataclass(frozen=True)
+class DefenceConfig:
+    """Optional ``[defence]``: the firm audits the labels it receives and acts on flagged ones.
+
+    ``methods``, ``alphas`` and ``budgets`` select the collective's cells to
+    attack ("all" = every one of ``[collective]``); ``tolerance`` is the
+    trusted-sample audit's margin ("auto" = two standard errors of the trusted
+    minority positive rate); ``adaptive`` adds the collective that flips only
+    candidates it expects the audit to find plausible.
+    """
+
+    audits: tuple = ("confident-learning", "trusted-sample")
+    actions: tuple = ("drop", "downweight", "revert")
+    methods: Any = "all"
+    alphas: Any = "all"
+    budgets: Any = "all"
+    trusted_size: int = 2000
+    tolerance: Any = "auto"
+    cv: int = 5
+    flag_weight: float = 0.5
+    adaptive: bool = True
+
+    def __post_init__(self):
+        for name in ("audits", "actions", "methods", "alphas", "budgets"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    def validate(self, where: str):
+        # Names mirror server.defences (not imported: it pulls in fairlearn).
+        for name, allowed in (("audits", ("confident-learning", "trusted-sample")),
+                              ("actions", ("drop", "downweight", "revert"))):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not value:
+                _fail(f"{where} {name}", f"must be a non-empty list; allowed: {', '.join(allowed)}")
+            for v in value:
+                if v not in allowed:
+                    _fail(f"{where} {name}", f"unknown {name[:-1]} {v!r}; allowed: {', '.join(allowed)}")
+            if len(set(value)) != len(value):
+                _fail(f"{where} {name}", f"lists {name[:-1]} twice")
+        for name in ("methods", "alphas", "budgets"):
+            value = getattr(self, name)
+            if value != "all" and (not isinstance(value, tuple) or not value):
+                _fail(f"{where} {name}", f"must be \"all\" or a non-empty list of [collective] {name}")
+        if not _is_int(self.trusted_size) or self.trusted_size < 10:
+            _fail(f"{where} trusted_size", f"{self.trusted_size!r} is not allowed; allowed: an int >= 10 (rows)")
+        if self.tolerance != "auto" and (not _is_num(self.tolerance) or not 0 <= self.tolerance <= 1):
+            _fail(f"{where} tolerance", f"{self.tolerance!r} is not allowed; allowed: \"auto\" or a number in [0, 1]")
+        if not _is_int(self.cv) or self.cv < 2:
+            _fail(f"{where} cv", f"{self.cv!r} is not allowed; allowed: an int >= 2 (folds)")
+        if not _is_num(self.flag_weight) or not 0 <= self.flag_weight <= 1:
+            _fail(f"{where} flag_weight", f"{self.flag_weight!r} is not allowed; allowed: a number in [0, 1]")
+        if not isinstance(self.adaptive, bool):
+            _fail(f"{where} adaptive", "must be true or false")
+
+    def check_against(self, where: str, collective: CollectiveConfig):
+        """The attacked cells must be cells the collective runs."""
+        key = lambda b: (_is_int(b), b)  # noqa: E731 - int 1 (a count) is not the fraction 1.0
+        for name, own in (("methods", collective.methods), ("alphas", collective.alphas),
+                          ("budgets", collective.budgets)):
+            value = getattr(self, name)
+            if value == "all":
+                continue
+            known = {key(v) for v in own} if name == "budgets" else set(own)
+            for v in value:
+                if (key(v) if name == "budgets" else v) not in known:
+                    _fail(f"{where} {name}", f"{v!r} is not in [collective] {name} ({', '.join(map(str, own))})")
+
+    def selected(self, name: str, collective: CollectiveConfig) -> tuple:
+        """The attacked methods, alphas or budgets, in [collective]'s order."""
+        value = getattr(self, name)
+        own = getattr(collective, name)
+        if value == "all":
+            return own
+        if name == "budgets":
+            keys = {(_is_int(v), v) for v in value}
+            return tuple(b for b in own if (_is_int(b), b) in keys)
+        return tuple(v for v in own if v in value)
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One experiment: a grid of (seed, method, alpha, budget) runs."""
@@ -202,6 +354,8 @@ class Scenario:
     firm: FirmConfig = field(default_factory=FirmConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     flower: FlowerConfig = field(default_factory=FlowerConfig)
+    baselines: BaselinesConfig | None = None  # optional sections: absent = not run
+    defence: DefenceConfig | None = None
 
     SECTIONS = {
         "data": DataConfig,
@@ -210,10 +364,16 @@ class Scenario:
         "engine": EngineConfig,
         "flower": FlowerConfig,
     }
+    OPTIONAL = {"baselines": BaselinesConfig, "defence": DefenceConfig}
+
+    @property
+    def compares(self) -> bool:
+        """Whether the scenario runs firm-side baselines or defences."""
+        return self.baselines is not None or self.defence is not None
 
     @classmethod
     def from_dict(cls, raw: dict, *, source: str = "scenario") -> "Scenario":
-        top = ("name", "description", "seeds", *cls.SECTIONS)
+        top = ("name", "description", "seeds", *cls.SECTIONS, *cls.OPTIONAL)
         _check_keys(source, raw, top)
         kwargs: dict[str, Any] = {}
         for key in ("name", "description"):
@@ -235,19 +395,34 @@ class Scenario:
                 kwargs[name] = _section(section_cls, f"{source}: [{name}]", raw.get(name, {}))
             except TypeError as exc:  # a wrongly typed table
                 _fail(f"{source}: [{name}]", str(exc))
+        for name, section_cls in cls.OPTIONAL.items():
+            if name in raw:
+                try:
+                    kwargs[name] = _section(section_cls, f"{source}: [{name}]", raw[name])
+                except TypeError as exc:
+                    _fail(f"{source}: [{name}]", str(exc))
         scenario = cls(**kwargs)
         if "oracle" in scenario.collective.methods and scenario.data.dataset not in SYNTHETIC:
             _fail(f"{source}: [collective] methods", f"'oracle' needs a synthetic dataset ({', '.join(SYNTHETIC)})")
+        if scenario.defence is not None:
+            scenario.defence.check_against(f"{source}: [defence]", scenario.collective)
+        if scenario.compares and scenario.engine.backend != "vectorised":
+            _fail(f"{source}: [engine] backend", "[baselines] and [defence] run on the 'vectorised' backend only")
         return scenario
 
     def to_dict(self) -> dict:
         """A TOML-ready dict that :meth:`from_dict` reads back to an equal scenario."""
         out = dataclasses.asdict(self)
+        for name in self.OPTIONAL:  # absent optional sections stay absent
+            if out[name] is None:
+                del out[name]
         for section in out.values():
             if isinstance(section, dict):
                 for k, v in section.items():
                     if isinstance(v, tuple):
                         section[k] = list(v)
+                    elif isinstance(v, dict):
+                        section[k] = {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
         out["seeds"] = list(self.seeds)
         if out["data"]["sensitive"] is None:
             del out["data"]["sensitive"]
@@ -259,7 +434,10 @@ class Scenario:
         for key, value in changes.items():
             if "__" in key:
                 section, _, name = key.partition("__")
-                top[section] = dataclasses.replace(top.get(section, getattr(self, section)), **{name: value})
+                current = top.get(section, getattr(self, section))
+                if current is None:  # an absent optional section starts from its defaults
+                    current = self.OPTIONAL[section]()
+                top[section] = dataclasses.replace(current, **{name: value})
         return dataclasses.replace(self, **top)
 
 

@@ -1,0 +1,388 @@
+"""The paper's comparison, per seed: firm-side baselines, a firm that fights back,
+and a collective that adapts to it.
+
+:func:`extend_rows` is the engine's hook: when a scenario has ``[baselines]``
+or ``[defence]``, it adds to one seed's rows, on the same split and World,
+
+* ``family="firm"`` rows: each baseline of ``server.baselines`` over its
+  trade-off grid (``param``, ``value``), trained on the *true* labels;
+* defended rows (``defence`` = audit, ``action``): the labels the firm
+  receives from an attacked cell are audited (``server.defences``), flagged
+  rows dropped, downweighted or reverted, then the firm trains as usual.
+  ``flagged`` counts flagged rows, ``flagged_true`` those that were flipped.
+  The same audits on the unattacked labels (``method="base"``) price the
+  defence when nobody attacks;
+* the adaptive collective (``adaptive=True``): before flipping, the
+  collective runs the confident-learning audit on what it can see itself --
+  the majority reference rows and its own members, with their true labels,
+  out-of-fold -- and drops from its pool every candidate that the audit's rule
+  would call a confident negative if it claimed y=1. It then flips the top M
+  of the remaining candidates by its usual score (M as in the plain cell,
+  capped by what is left). Its rows are run undefended and under every
+  defence.
+
+Randomness comes from new named ``SeedSequence`` streams of the seed
+(``engine.seed_streams``), never from the engine's own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from threadpoolctl import threadpool_limits
+
+from agents.decision import budget_count, coalition_threshold, decide, member_count, membership_cutoff, relabel
+
+__all__ = [
+    "COMPARISON_COLUMNS",
+    "adaptive_cells",
+    "auto_tolerance",
+    "count_extra_fits",
+    "defended_training",
+    "extend_rows",
+    "implausible_candidates",
+    "trusted_sample",
+]
+
+# Columns every row gets when a scenario compares (defaults = the plain collective).
+COMPARISON_COLUMNS = {"family": "collective", "param": "", "value": np.nan, "defence": "none", "action": "none",
+                      "adaptive": False, "flagged": 0, "flagged_true": 0}
+
+# Baselines whose swept parameter acts only at predict time: one task for the whole front.
+_ONE_FIT_FRONTS = {"threshold-optimizer", "calibrated-eqodds"}
+
+
+def _int_seed(seq: np.random.SeedSequence) -> int:
+    return int(seq.generate_state(1)[0] % 2**31)
+
+
+def count_extra_fits(scenario) -> int:
+    """An upper bound on the extra fits per seed (for progress bars)."""
+    from server.baselines import BASELINES
+
+    n = 0
+    if scenario.baselines is not None:
+        b = scenario.baselines
+        n += sum(len(b.grids.get(m, BASELINES[m])) for m in b.methods)
+    if scenario.defence is not None:
+        d, c = scenario.defence, scenario.collective
+        cells = len(d.selected("methods", c)) * len(d.selected("alphas", c)) * len(d.selected("budgets", c))
+        per_labels = len(d.audits) * len(d.actions)
+        n += per_labels * (1 + cells * (2 if d.adaptive else 1)) + (cells if d.adaptive else 0)
+    return n
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def _front_task(name, grid, params, X_train, y_train, a_train, X_test, y_test, a_test, estimator, random_state):
+    from server.baselines import baseline_front
+
+    with threadpool_limits(1):
+        rows = baseline_front(name, X_train, y_train, a_train, X_test, y_test, a_test, grid=grid,
+                              base_estimator=estimator, random_state=random_state, params=params)
+    for row in rows:
+        row.pop("y_pred")
+    return rows
+
+
+def baseline_rows(scenario, world, estimator, *, random_state: int, n_jobs: int, on_fit=None) -> list[dict]:
+    """Every ``[baselines]`` front on the seed's split (true labels), in config order."""
+    from server.baselines import BASELINES
+
+    cfg = scenario.baselines
+    p = world.prepared
+    data = (p.X_train, p.y_train, p.a_train, p.X_test, p.y_test, p.a_test)
+    tasks = []  # one per grid point, except fronts that one fit serves
+    for name in cfg.methods:
+        grid = tuple(cfg.grids.get(name, BASELINES[name]))
+        params = dict(cfg.params.get(name, {}))
+        chunks = [grid] if name in _ONE_FIT_FRONTS else [(v,) for v in grid]
+        tasks += [(name, chunk, params) for chunk in chunks]
+    out = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_front_task)(name, chunk, params, *data, estimator, random_state) for name, chunk, params in tasks
+    )
+    rows = []
+    for (name, chunk, _), front in zip(tasks, out):
+        for row in front:
+            rows.append({"family": "firm", "method": name, "param": row.pop("param"), "value": float(row.pop("value")),
+                         "flips": int(row.pop("n_flips", 0)), **{k: v for k, v in row.items() if k != "baseline"}})
+        if on_fit:
+            on_fit(len(chunk))
+    return rows
+
+
+# ------------------------------------------------------------------------------ defences
+
+
+def trusted_sample(world, size: int, seq: np.random.SeedSequence) -> np.ndarray:
+    """Training rows whose true labels the firm verified (sorted positions)."""
+    n = world.prepared.y_train.size
+    rng = np.random.default_rng(seq)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
+
+
+def auto_tolerance(y_trusted, a_trusted, group: int = 1) -> float:
+    """Two standard errors of the trusted sample's positive rate in ``group``.
+
+    The trusted-sample audit flags the excess of received positives over the
+    trusted rate; with a small sample that rate's noise alone would flag rows.
+    """
+    y = np.asarray(y_trusted)[np.asarray(a_trusted) == group]
+    if y.size == 0:
+        return 0.0
+    rate = y.mean()
+    return float(2.0 * math.sqrt(rate * (1.0 - rate) / y.size))
+
+
+def defended_training(action: str, received, flags, *, flag_weight: float = 0.5):
+    """(keep mask, labels, sample_weight) the firm trains on after ``action`` on flagged rows.
+
+    Delegates to ``server.defences.apply_action`` on the labels; ``keep`` is
+    the row mask to apply to the firm's (possibly sparse) design matrix.
+    """
+    from server.defences import apply_action
+
+    flags = np.asarray(flags, dtype=bool)
+    received = np.asarray(received)
+    _, y, weight = apply_action(action, np.zeros((received.size, 0)), received, flags, flag_weight=flag_weight)
+    keep = ~flags if action == "drop" else np.ones(received.size, dtype=bool)
+    return keep, y, weight
+
+
+@dataclass(frozen=True)
+class _DefenceSetup:
+    audits: tuple
+    actions: tuple
+    cv: int
+    flag_weight: float
+    tolerance: float
+    trusted: tuple  # (X, y, a) with true labels
+    random_state: int
+
+
+def _defend_task(flips, run_undefended, X_dense, X_fit, y_true, a, estimator, test, setup: _DefenceSetup):
+    """Audit the labels received from ``flips`` with every audit, act, train, evaluate."""
+    from server.defences import audit
+    from server.firm import Firm
+
+    from .engine import evaluate
+
+    received = relabel(y_true, flips).astype(np.int64)
+    out = []
+    with threadpool_limits(1):
+        if run_undefended:
+            firm = Firm(estimator).fit(X_fit, received)
+            out.append({"defence": "none", "action": "none", "flagged": 0, "flagged_true": 0, **evaluate(firm, test)})
+        for name in setup.audits:
+            params = {"estimator": estimator}
+            if name == "confident-learning":
+                params["cv"] = setup.cv
+            else:
+                params["tolerance"] = setup.tolerance
+            flags = audit(name, X_dense, received, a, random_state=setup.random_state,
+                          trusted=setup.trusted if name == "trusted-sample" else None, **params)
+            for action in setup.actions:
+                keep, y, weight = defended_training(action, received, flags, flag_weight=setup.flag_weight)
+                firm = Firm(estimator).fit(X_fit[keep] if action == "drop" else X_fit, y, sample_weight=weight)
+                out.append({"defence": name, "action": action, "flagged": int(flags.sum()),
+                            "flagged_true": int((flags & flips).sum()), **evaluate(firm, test)})
+    return out
+
+
+# ------------------------------------------------------------------- adaptive collective
+
+
+def implausible_candidates(world, members, estimator, *, cv: int, seq: np.random.SeedSequence) -> np.ndarray:
+    """Candidates (members with y=0) a confident-learning audit would flag as positives.
+
+    The collective sees only the majority reference rows and its own members,
+    with their true labels; it computes out-of-fold P(y=1) on them and applies
+    the audit's per-class thresholds t_j = mean P(y=j) over rows labelled j: a
+    claimed positive is implausible if P(y=0) >= t_0, unless P(y=1) >= t_1 and
+    P(y=1) > P(y=0) (``server.defences.ConfidentLearningAudit``'s rule).
+    """
+    p = world.prepared
+    rows = np.union1d(world.reference, np.flatnonzero(members))
+    X, y = p.X_train[rows], p.y_train[rows].astype(np.int64)
+    out = np.zeros(p.y_train.size, dtype=bool)
+    if rows.size == 0 or np.bincount(y, minlength=2).min() < cv:
+        return out  # too little data to imitate the audit: nothing looks implausible
+    folds = StratifiedKFold(cv, shuffle=True, random_state=_int_seed(seq))
+    with threadpool_limits(1):
+        p1 = cross_val_predict(clone(estimator), X, y, cv=folds, method="predict_proba")[:, 1]
+    p0 = 1.0 - p1
+    t0, t1 = p0[y == 0].mean(), p1[y == 1].mean()
+    flagged = (p0 >= t0) & ((p1 < t1) | (p0 > p1))
+    candidates = members[rows] & (y == 0)
+    out[rows[candidates & flagged]] = True
+    return out
+
+
+def adaptive_cells(world, method: str, scores, alphas, budgets, implausible_for):
+    """The coalition rule restricted to plausible candidates.
+
+    ``implausible_for(alpha, members)`` returns the candidates to leave out.
+    M = the plain cell's ``budget_count(budget, pool)``, capped by the
+    plausible candidates; the top M of them by (score, tie ticket) flip.
+    """
+    from .engine import Cell
+
+    p = world.prepared
+    minority = world.minority
+    n_minority = int(minority.sum())
+    for alpha in alphas:
+        count = member_count(alpha, n_minority)
+        members = minority & (world.member_tickets < membership_cutoff(world.member_tickets[minority], count))
+        pool = members & (p.y_train == 0)
+        eligible = pool & ~implausible_for(alpha, members)
+        idx = np.flatnonzero(eligible)
+        for budget in budgets:
+            m = min(budget_count(budget, int(pool.sum())), idx.size)
+            threshold = coalition_threshold(scores[idx], world.tie_tickets[idx], m)
+            flips = decide(scores, world.tie_tickets, threshold, eligible=eligible)
+            yield Cell(method, alpha, budget, int(members.sum()), int(pool.sum()), m, threshold.score, flips)
+
+
+# ---------------------------------------------------------------------------------- hook
+
+
+def _same_budget(a, b) -> bool:
+    """Budget equality that keeps the int count 1 apart from the fraction 1.0."""
+    return isinstance(a, int) == isinstance(b, int) and a == b
+
+
+def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estimator, X_fit, test,
+                streams: dict, n_jobs: int, on_fit=None) -> list[dict]:
+    """The seed's rows with comparison columns, plus baseline, defended and adaptive rows.
+
+    ``rows`` are the engine's (base first, then one per cell, in ``cells``
+    order), ``cells`` its decided :class:`engine.Cell` list, ``common`` the
+    columns every row of the seed shares (configuration, seed, sizes).
+    """
+    from .engine import candidate_scores
+
+    rows = [{**row, **COMPARISON_COLUMNS, "family": "base" if i == 0 else "collective"} for i, row in enumerate(rows)]
+    p = world.prepared
+
+    def row_like(**values):
+        return {**common, "alpha": np.nan, "budget": np.nan, "budget_kind": "none", "n_members": 0,
+                "pool_size": 0, "m": 0, "flips": 0, "threshold": np.nan, **COMPARISON_COLUMNS, **values}
+
+    if scenario.baselines is not None:
+        seed = _int_seed(streams["baselines"])
+        for row in baseline_rows(scenario, world, estimator, random_state=seed, n_jobs=n_jobs, on_fit=on_fit):
+            rows.append(row_like(**row))
+
+    d = scenario.defence
+    if d is not None:
+        c = scenario.collective
+        methods, alphas, budgets = (d.selected(n, c) for n in ("methods", "alphas", "budgets"))
+        t_idx = trusted_sample(world, d.trusted_size, streams["trusted"])
+        trusted = (p.X_train[t_idx], p.y_train[t_idx], p.a_train[t_idx])
+        tolerance = auto_tolerance(trusted[1], trusted[2]) if d.tolerance == "auto" else float(d.tolerance)
+        setup = _DefenceSetup(d.audits, d.actions, d.cv, float(d.flag_weight), tolerance, trusted,
+                              _int_seed(streams["defence"]))
+        jobs = [({"family": "base", "method": "base", "alpha": 0.0, "budget": 0.0, "flips": 0},
+                 np.zeros(p.y_train.size, dtype=bool), False)]
+        for cell in cells:
+            if cell.method in methods and cell.alpha in alphas and any(_same_budget(cell.budget, b) for b in budgets):
+                jobs.append((_cell_values(cell), cell.flips, False))
+        if d.adaptive:
+            cache: dict = {}
+
+            def implausible_for(alpha, members):
+                if alpha not in cache:  # one audit imitation per collective, shared by methods
+                    cache[alpha] = implausible_candidates(world, members, estimator, cv=d.cv, seq=streams["adaptive"])
+                return cache[alpha]
+
+            for method in methods:
+                scores = candidate_scores(world, method, k=c.k)
+                for cell in adaptive_cells(world, method, scores, alphas, budgets, implausible_for):
+                    jobs.append(({**_cell_values(cell), "adaptive": True}, cell.flips, True))
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_defend_task)(flips, undefended, p.X_train, X_fit, p.y_train, p.a_train, estimator, test, setup)
+            for _, flips, undefended in jobs
+        )
+        for (values, _, _), results in zip(jobs, outputs):
+            for result in results:
+                rows.append(row_like(**values, **result))
+            if on_fit:
+                on_fit(len(results))
+    return rows
+
+
+def _cell_values(cell) -> dict:
+    return {"family": "collective", "method": cell.method, "alpha": cell.alpha, "budget": float(cell.budget),
+            "budget_kind": "count" if isinstance(cell.budget, int) else "fraction", "n_members": cell.n_members,
+            "pool_size": cell.pool_size, "m": cell.m, "flips": cell.n_flips, "threshold": cell.threshold}
+
+
+# --------------------------------------------------------------------------------- tables
+
+
+def defence_table(runs) -> "pd.DataFrame":
+    """How much of the collective's EqOd gain survives each (defence, action), and at what cost.
+
+    One row per attacked cell (method, alpha, budget), variant (``plain`` or
+    ``adaptive``), defence and action, means over seeds: ``flips``,
+    ``flagged``, ``flagged_true`` and ``recall`` (= flagged_true / flips);
+    ``eqod``; ``gain_kept`` = (base EqOd - EqOd) / (base EqOd - EqOd of the
+    plain, undefended cell) -- 1 = the defence changed nothing, 0 = the
+    collective's gain is gone, < 0 = worse than no collective;
+    ``error_cost`` = error - the undefended cell's error (the firm's price for
+    defending); ``error_increase`` = error - the base model's error. Rows
+    with method "base" are the defences applied when nobody attacks; their
+    EqOd is ``eqod_defended_base`` on the other rows, and
+    ``gain_kept_same_defence`` = (eqod_defended_base - EqOd) / (base EqOd -
+    undefended EqOd) measures the collective's effect when both worlds run
+    the defence (an audit that flags genuine minority positives changes EqOd
+    even when nobody attacks). Empty without defence or adaptive rows.
+    """
+    import pandas as pd
+
+    from .pareto import with_family
+
+    r = with_family(runs)
+    r = r.assign(adaptive=r["adaptive"].astype(bool), defence=r["defence"].astype(str))
+    defended = r[(r["defence"] != "none") | r["adaptive"]]
+    if defended.empty:
+        return pd.DataFrame()
+    keys = ["method", "alpha", "budget", "budget_kind"]
+    base = r[(r["family"] == "base") & (r["defence"] == "none")].set_index("seed")
+    plain = r[(r["family"] == "collective") & (r["defence"] == "none") & ~r["adaptive"]]
+    ref = plain.set_index(["seed", *keys])[["eqod", "error"]]
+    ref.columns = ["eqod_undefended", "error_undefended"]
+    d = defended.join(ref, on=["seed", *keys])
+    is_base = d["family"] == "base"
+    d.loc[is_base, "eqod_undefended"] = d.loc[is_base, "seed"].map(base["eqod"]).to_numpy()
+    d.loc[is_base, "error_undefended"] = d.loc[is_base, "seed"].map(base["error"]).to_numpy()
+    d = d.assign(variant=np.where(d["adaptive"], "adaptive", "plain"),
+                 base_eqod=d["seed"].map(base["eqod"]).to_numpy(),
+                 error_cost=d["error"] - d["error_undefended"],
+                 error_increase=d["error"] - d["seed"].map(base["error"]).to_numpy())
+    group = [*keys, "variant", "defence", "action"]
+    t = d.groupby(group, sort=False, dropna=False).agg(
+        seeds=("seed", "nunique"), flips=("flips", "mean"), flagged=("flagged", "mean"),
+        flagged_true=("flagged_true", "mean"), eqod=("eqod", "mean"), eqod_std=("eqod", "std"),
+        eqod_undefended=("eqod_undefended", "mean"), base_eqod=("base_eqod", "mean"),
+        error_cost=("error_cost", "mean"), error_increase=("error_increase", "mean"),
+    ).reset_index()
+    gain = t["base_eqod"] - t["eqod_undefended"]
+    on_base = t[t["method"] == "base"].set_index(["defence", "action"])["eqod"]
+    t["eqod_defended_base"] = [on_base.get((dfc, act), np.nan) if dfc != "none" else b
+                               for dfc, act, b in zip(t["defence"], t["action"], t["base_eqod"])]
+    t["recall"] = np.where(t["flips"] > 0, t["flagged_true"] / t["flips"].where(t["flips"] > 0), np.nan)
+    t["gain_kept"] = np.where(gain > 0, (t["base_eqod"] - t["eqod"]) / gain.where(gain > 0), np.nan)
+    t["gain_kept_same_defence"] = np.where(gain > 0, (t["eqod_defended_base"] - t["eqod"]) / gain.where(gain > 0),
+                                           np.nan)
+    t.loc[t["method"] == "base", ["gain_kept", "gain_kept_same_defence"]] = np.nan
+    order = ["method", "alpha", "budget", "budget_kind", "variant", "defence", "action", "seeds", "flips",
+             "flagged", "flagged_true", "recall", "base_eqod", "eqod_undefended", "eqod_defended_base", "eqod",
+             "eqod_std", "gain_kept", "gain_kept_same_defence", "error_cost", "error_increase"]
+    return t[order]

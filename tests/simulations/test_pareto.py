@@ -1,0 +1,119 @@
+"""simulations.pareto: fronts, reachable error, claims, on hand-made tables."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulations.pareto import claims, claims_text, curve_points, error_at, lower_left_front, with_family
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_lower_left_envelope_by_hand():
+    #            0    1    2    3    4    5    6
+    x = np.array([0.5, 0.1, 0.3, 0.3, 0.2, 0.6, 0.1])
+    y = np.array([1.0, 5.0, 2.0, 3.0, 4.0, 1.0, 6.0])
+    # (0.1,5) (0.2,4) (0.3,2) (0.5,1) are non-dominated; (0.3,3) loses to (0.3,2),
+    # (0.6,1) to (0.5,1), (0.1,6) to (0.1,5).
+    np.testing.assert_array_equal(lower_left_front(x, y), [1, 4, 2, 0])
+    assert lower_left_front([np.nan, 0.2], [1.0, 2.0]).tolist() == [1]
+    assert lower_left_front([0.2, 0.2], [1.0, 1.0]).tolist() == [0]  # identical points: the first
+
+
+def test_error_at_with_and_without_mixing():
+    x, y = [0.1, 0.3], [5.0, 1.0]
+    assert error_at(x, y, 0.2, mix=False) == 5.0
+    assert error_at(x, y, 0.2) == pytest.approx(3.0)  # half of each classifier
+    assert error_at(x, y, 0.3) == 1.0
+    assert np.isnan(error_at(x, y, 0.05))
+    # a mixture's |group gap| never exceeds the mixture of the gaps (what makes mixing reachable)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        g1, g2, w = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform()
+        assert abs(w * g1 + (1 - w) * g2) <= w * abs(g1) + (1 - w) * abs(g2) + 1e-12
+
+
+def table(firm_points, coll_points, *, base=(0.10, 0.20), seeds=(0, 1), jitter=0.0):
+    """Rows for a few seeds: base, collective cells (alpha, budget, eqod, error) and firm grid values."""
+    rows = []
+    for s in seeds:
+        d = jitter * (1 if s % 2 else -1)
+        rows.append({"seed": s, "family": "base", "method": "base", "alpha": 0.0, "budget": 0.0, "budget_kind": "none",
+                     "param": "", "value": np.nan, "eqod": base[0], "error": base[1] + d})
+        for alpha, budget, e, err in coll_points:
+            rows.append({"seed": s, "family": "collective", "method": "rb-prob", "alpha": alpha, "budget": budget,
+                         "budget_kind": "fraction", "param": "", "value": np.nan, "eqod": e, "error": err + d})
+        for method, value, e, err in firm_points:
+            rows.append({"seed": s, "family": "firm", "method": method, "alpha": np.nan, "budget": np.nan,
+                         "budget_kind": "none", "param": "mix", "value": value, "eqod": e, "error": err + d})
+    df = pd.DataFrame(rows)
+    return df.assign(defence="none", action="none", adaptive=False, sp_diff=df["eqod"], eopp_diff=df["eqod"])
+
+
+def test_curve_points_pair_errors_with_the_seeds_base():
+    df = table([("to", 1.0, 0.0, 0.25)], [(0.3, 0.2, 0.05, 0.205)], jitter=0.01)
+    pts = curve_points(df).set_index(["family", "method"])
+    assert pts.loc[("collective", "rb-prob"), "error_increase"] == pytest.approx(0.005)
+    assert pts.loc[("collective", "rb-prob"), "error_increase_std"] == pytest.approx(0.0)  # paired
+    assert pts.loc[("collective", "rb-prob"), "error_std"] > 0.01  # unpaired spread
+    assert pts.loc[("collective", "rb-prob"), "point"] == "α=0.3, M=0.2·pool"
+    assert pts.loc[("firm", "to"), "point"] == "mix=1"
+
+
+def test_claims_hold_when_the_collective_is_cheaper_but_less_fair():
+    firm = [("to", 0.5, 0.06, 0.21), ("to", 1.0, 0.00, 0.23), ("rw", 1.0, 0.08, 0.201)]
+    coll = [(0.3, 0.2, 0.05, 0.202), (0.3, 0.4, 0.07, 0.201)]
+    c = claims(table(firm, coll))
+    assert c["holds_a"] and c["holds_b"]
+    assert c["best_collective"]["x"] == pytest.approx(0.05)
+    assert c["best_firm"]["method"] == "to" and c["best_firm"]["x"] == 0.0
+    per = {f["method"]: f for f in c["per_firm"]}
+    # "to" mixes (0.06, +1) and (0.00, +3) points to reach 0.05: 5/6 * 1 + 1/6 * 3 = 1.333 points
+    assert per["to"]["error_increase_at"] == pytest.approx((5 / 6 * 0.01 + 1 / 6 * 0.03))
+    assert per["to"]["error_increase_at_no_mix"] == pytest.approx(0.03)
+    assert np.isnan(per["rw"]["error_increase_at"])  # reweighing never reaches 0.05
+    text = claims_text(c)
+    assert "(a)" in text and "YES" in text and "not reaching EqOd 0.0500: rw" in text
+
+
+def test_claim_b_fails_when_a_firm_method_is_cheaper():
+    c = claims(table([("to", 1.0, 0.04, 0.201)], [(0.3, 0.2, 0.05, 0.203)]))
+    assert c["holds_a"] and not c["holds_b"]
+    assert "NO" in claims_text(c).splitlines()[2]
+    assert claims(table([], [(0.3, 0.2, 0.05, 0.203)])) is None  # no firm-side rows: nothing to claim
+
+
+def test_old_tables_get_default_comparison_columns():
+    old = pd.DataFrame({"method": ["base", "rb-prob"], "seed": [0, 0]})
+    filled = with_family(old)
+    assert filled["family"].tolist() == ["base", "collective"]
+    assert (filled["defence"] == "none").all() and not filled["adaptive"].any()
+
+
+@pytest.mark.slow
+def test_claims_block_is_computed_on_compas(tmp_path):
+    """End to end on COMPAS with tiny grids: the report states both claims (whatever they say)."""
+    mirror = Path(os.environ.get("COLLECTIVE_FAIRNESS_MIRROR") or REPO.parent / "shared" / "datasets")
+    if not (mirror / "compas-scores-two-years.csv").exists():
+        pytest.skip(f"no COMPAS file in the dataset mirror {mirror}; set COLLECTIVE_FAIRNESS_MIRROR")
+    from simulations.runner import run_into
+    from simulations.scenario import BaselinesConfig, DefenceConfig, load_scenario
+
+    os.environ.setdefault("COLLECTIVE_FAIRNESS_MIRROR", str(mirror))
+    s = load_scenario(REPO / "configs" / "compare-compas.toml").replace(
+        seeds=(0, 1), collective__methods=("rb-prob", "random"), collective__alphas=(0.3,),
+        collective__budgets=(0.1, 0.3, 0.6), engine__n_jobs=1,
+        baselines=BaselinesConfig(methods=("threshold-optimizer", "massaging-minority", "reweighing"),
+                                  grids={"massaging-minority": (0.0, 0.05, 0.1)}),
+        defence=DefenceConfig(methods=("rb-prob",), alphas=(0.3,), budgets=(0.3,), audits=("confident-learning",),
+                              actions=("revert",), trusted_size=500),
+    )
+    runs, text = run_into(s, tmp_path / "compas", progress=False)
+    assert "(a) firm-side methods reach a lower EqOd than the collective: " in text
+    assert "(b) the collective reaches its best EqOd" in text
+    page = (tmp_path / "compas" / "report.html").read_text()
+    assert "Claims, computed from the data" in page and ("YES" in page or "NO" in page)
+    assert (runs["family"] == "firm").sum() == 2 * (11 + 3 + 5)
