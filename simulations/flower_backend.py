@@ -91,6 +91,7 @@ rounds = 1
 expected-nodes = 0
 node-wait = 120.0
 round-timeout = 600.0
+max-in-flight = 0
 """
 
 
@@ -267,23 +268,65 @@ def _wait_http_ok(url: str, deadline: float, proc: subprocess.Popen | None = Non
     raise TimeoutError(f"{url} did not answer in time")
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the process group we started (the process and its Flower children), then SIGKILL."""
-    if proc.poll() is None:
+def process_tree(pid: int) -> list[int]:
+    """``pid``'s descendants (Linux ``/proc``; empty elsewhere), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _signal_all(pids, sig) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
             pass
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop a process we started and every process it started (by pid), SIGTERM then SIGKILL.
+
+    Flower detaches some helpers into their own sessions (superexec, the
+    simulation process), so the descendants are collected before the parent
+    goes and they are re-parented.
+    """
+    family = process_tree(proc.pid)
+    if proc.poll() is None:
+        _signal_all([proc.pid], signal.SIGTERM)
         try:
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # children (superexec, app processes) of the group
-    except ProcessLookupError:
-        pass
+    family = list(dict.fromkeys(family + process_tree(proc.pid)))
+    _signal_all(family, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in family):
+        time.sleep(0.1)
+    _signal_all([proc.pid, *family], signal.SIGKILL)
     if proc.poll() is None:
         proc.wait(5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
 
 
 def flower_env(home) -> dict:
@@ -307,8 +350,12 @@ class FlowerSession:
     All of Flower's state lives in ``workdir``.
     """
 
-    def __init__(self, config: FlowerConfig | None = None, workdir=None):
+    def __init__(self, config: FlowerConfig | None = None, workdir=None, *, max_in_flight: int | None = None):
         self.config = config or FlowerConfig()
+        # Messages in flight per wave: Flower's in-memory store is scanned for every
+        # node on each delivery sweep, so a small window keeps waves over 1,000
+        # nodes fast (measured: 32 in flight ~2x faster than all at once).
+        self.max_in_flight = int(max_in_flight or max(32, 16 * int(self.config.num_cpus)))
         self.workdir = Path(workdir or Path.cwd() / ".flwr").resolve()
         self.home = self.workdir / "home"
         self.app_dir = self.workdir / "app"
@@ -396,6 +443,8 @@ class FlowerSession:
         run_config = {
             "run-dir": str(files.run_dir), "node-data-dir": str(files.node_data_dir), "rounds": int(rounds),
             "expected-nodes": files.n_nodes, "node-wait": 120.0, "round-timeout": timeout,
+            # A small in-memory message store keeps Flower's per-node delivery scan cheap.
+            "max-in-flight": self.max_in_flight,
         }
         federation = {
             "num-supernodes": files.n_nodes,
@@ -410,6 +459,8 @@ class FlowerSession:
             raise RuntimeError(f"flwr run failed: {proc.stdout.strip()} {proc.stderr.strip()[-2000:]}") from None
         deadline = time.monotonic() + timeout * (3 * rounds + 2) + 300
         status = self.wait(run_id, deadline, results_path)
+        if status == "finished:completed":
+            self.wait(run_id, time.monotonic() + 60, None, status_every=0.5)  # its actors are gone too
         if not status.endswith("completed"):
             logs = self._flwr("log", str(run_id), "sim", "--show", timeout=60)
             tail = (logs.stdout + logs.stderr)[-3000:]
@@ -428,7 +479,7 @@ class FlowerSession:
         while time.monotonic() < deadline:
             if results_path is not None and _results_complete(results_path):
                 return "finished:completed"
-            if results_path is None or time.monotonic() >= next_status:
+            if time.monotonic() >= next_status or (results_path is None and not status):
                 status = run_status(self._flwr, "sim", run_id)
                 next_status = time.monotonic() + status_every
                 if status.startswith("finished"):

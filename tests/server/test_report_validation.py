@@ -1,0 +1,85 @@
+"""The firm's intake: malformed, non-finite, non-binary, unknown and duplicated reports are rejected."""
+
+import numpy as np
+import pytest
+
+from server.reports import REASONS, assemble, check_report, validate_reports
+
+
+def report(ids, *, d=3, rows=2, rng=None):
+    rng = rng or np.random.default_rng(0)
+    ids = np.asarray(ids, dtype=np.int64)
+    return {"user_ids": ids, "X": rng.normal(size=(ids.size, d)), "a": (ids % 2).astype(np.int8),
+            "labels": (rng.random((rows, ids.size)) < 0.5).astype(np.int8)}
+
+
+def check(r, known=None):
+    return check_report(r, n_features=3, n_label_rows=2, known_ids=known)
+
+
+def test_a_good_report_passes():
+    assert check(report([1, 2, 3]), known=np.arange(10)) is None
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda r: r.pop("labels"), "missing"),
+        (lambda r: r.update(X=r["X"][:, :2]), "shape"),
+        (lambda r: r.update(X=r["X"][:2]), "shape"),
+        (lambda r: r.update(labels=r["labels"][:1]), "shape"),
+        (lambda r: r.update(a=r["a"][None, :]), "shape"),
+        (lambda r: r.update(user_ids=r["user_ids"].astype(float)), "dtype"),
+        (lambda r: r["X"].__setitem__((0, 0), np.nan), "non-finite"),
+        (lambda r: r["X"].__setitem__((1, 2), np.inf), "non-finite"),
+        (lambda r: r["labels"].__setitem__((0, 0), 2), "labels"),
+        (lambda r: r.update(labels=r["labels"] - 1), "labels"),
+        (lambda r: r.update(labels=np.full(r["labels"].shape, np.nan)), "labels"),
+        (lambda r: r.update(a=np.array([0, 1, 3], dtype=np.int8)), "sensitive"),
+        (lambda r: r.update(user_ids=np.array([1, 2, 99])), "unknown-user"),
+        (lambda r: r.update(user_ids=np.array([1, 2, 2])), "duplicate-user"),
+    ],
+)
+def test_each_defect_is_named(change, reason):
+    r = report([1, 2, 3])
+    change(r)
+    assert check(r, known=np.arange(10)) == reason
+    assert reason in REASONS
+
+
+def test_float_labels_exactly_zero_or_one_are_accepted():
+    r = report([1, 2])
+    r["labels"] = r["labels"].astype(float)
+    assert check(r) is None
+
+
+def test_duplicates_across_nodes_reject_both_reports_whatever_the_order():
+    good, a, b = report([1, 2]), report([3, 4]), report([4, 5])
+    for order in ([(10, good), (11, a), (12, b)], [(12, b), (10, good), (11, a)]):
+        intake = validate_reports(order, n_features=3, n_label_rows=2, known_ids=np.arange(10))
+        assert [n for n, _ in intake.accepted] == [10]
+        assert intake.rejected == {"duplicate-user": 2}
+        assert intake.rejected_nodes == {11: "duplicate-user", 12: "duplicate-user"}
+
+
+def test_rejections_are_counted_by_reason():
+    bad_nan, bad_label = report([1]), report([2])
+    bad_nan["X"][0, 0] = np.nan
+    bad_label["labels"][0, 0] = 5
+    intake = validate_reports([(1, bad_nan), (2, bad_label), (3, report([3])), (4, {"X": 1})],
+                              n_features=3, n_label_rows=2)
+    assert intake.rejected == {"non-finite": 1, "labels": 1, "missing": 1}
+    assert intake.n_rejected == 3 and len(intake.accepted) == 1
+
+
+def test_assemble_follows_the_customer_list_or_the_ids():
+    r1, r2 = report([7, 3]), report([5, 1])
+    table = assemble([(1, r1), (2, r2)], order=[5, 7, 1, 3, 9])
+    np.testing.assert_array_equal(table["user_ids"], [5, 7, 1, 3])
+    np.testing.assert_array_equal(table["X"][1], r1["X"][0])
+    np.testing.assert_array_equal(table["labels"][:, 2], r2["labels"][:, 1])
+    table = assemble([(1, r1), (2, r2)])
+    np.testing.assert_array_equal(table["user_ids"], [1, 3, 5, 7])
+    np.testing.assert_array_equal(table["a"], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="nothing to train on"):
+        assemble([])

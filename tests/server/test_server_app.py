@@ -1,0 +1,131 @@
+"""The ServerApp against in-process nodes: faulty nodes are skipped and counted, rounds complete."""
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import Error, Message
+
+from server.server_app import RunSettings, run_rounds, wait_for_nodes
+from simulations import engine
+from simulations.flower_backend import InProcessGrid, prepare_run, run_in_process
+from simulations.scenario import Scenario
+
+TOY = Scenario(name="toy").replace(
+    seeds=(0,), data__dataset="toy", data__options={"n": 86},
+    collective__methods=("rb-prob", "random"), collective__alphas=(0.3, 0.6), collective__budgets=(0.5, 1.0),
+    engine__n_jobs=1,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return engine.load_data(TOY, seed=0)
+
+
+def _corrupt(arrays_change):
+    """A tamper hook replacing a node's report with a changed copy."""
+
+    def change(msg, reply):
+        from agents.client_app import arrays_of, record_of
+
+        arrays = arrays_of(reply.content["report"])
+        arrays_change(arrays)
+        reply.content["report"] = record_of(**arrays)
+        return reply
+
+    return change
+
+
+def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, tmp_path):
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=5)  # 12 user nodes + coordinator
+    from agents.client_app import load_node_file
+
+    stolen = load_node_file(files.node_files[3]).user_ids
+
+    def steal(arrays):  # node 2 claims node 3's users
+        arrays["user_ids"] = stolen
+
+    faults = {
+        1000: _corrupt(lambda r: r["X"].__setitem__((0, 0), np.nan)),
+        1001: _corrupt(lambda r: r["labels"].__setitem__((1, 0), 2)),
+        1002: _corrupt(steal),
+        1004: lambda msg, reply: Message(Error(code=2, reason="device crashed"), reply_to=msg),
+        1005: lambda msg, reply: None,  # never answers
+    }
+
+    def tamper(node_id, msg, reply):
+        if msg.metadata.message_type != "train.report":
+            return reply
+        return faults[node_id](msg, reply) if node_id in faults else reply
+
+    grid = InProcessGrid([{"partition-id": i} for i in range(files.n_nodes)],
+                         {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
+    results = run_rounds(grid, RunSettings(tmp_path, rounds=2, expected_nodes=files.n_nodes, node_wait=0, timeout=1))
+
+    assert [r["round"] for r in results["rounds"]] == [1, 2]
+    for r in results["rounds"]:
+        assert r["nodes"]["reports_rejected"] == {"non-finite": 1, "labels": 1, "duplicate-user": 2}
+        assert r["nodes"]["rejected_nodes"] == {"1000": "non-finite", "1001": "labels", "1002": "duplicate-user",
+                                                "1003": "duplicate-user"}
+        assert r["messages"]["train.report"] == {"sent": 12, "ok": 10, "errors": 1, "timeouts": 1}
+        assert r["nodes"]["reports_accepted"] == 6
+        assert r["n_train"] == 30  # 6 clean nodes x 5 users
+        assert all(np.isfinite(m["error"]) for m in r["metrics"])
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["rounds"][1]["nodes"] == results["rounds"][1]["nodes"]
+    labels = np.load(tmp_path / "labels.npz")
+    assert labels["labels"].shape == (1 + 2 * 2 * 2, 30)
+
+
+def test_firm_trains_on_the_accepted_reports_only(dataset, tmp_path):
+    """With one node dropped, the metrics are the engine's firm trained on the remaining users."""
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=10)
+    drop = lambda node_id, msg, reply: None if (node_id == 1000 and msg.metadata.message_type == "train.report") else reply
+    results = run_in_process(files, rounds=1, tamper=drop)
+    r = results["rounds"][0]
+    assert r["n_train"] == 50 and r["messages"]["train.report"]["timeouts"] == 1
+
+    from server.firm import Firm, make_estimator
+
+    world = engine.build_world(TOY, dataset, 0)
+    p = world.prepared
+    keep = slice(10, None)  # node 0 held the first 10 users in engine order
+    est = make_estimator("logistic-regression", {}, random_state=world.firm_seed)
+    base = Firm(est).fit(p.X_train[keep], p.y_train[keep])
+    assert r["metrics"][0] == engine.evaluate(base, engine.TestSet.of(p))
+
+
+def test_without_a_coordinator_nobody_relabels(dataset, tmp_path):
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=20)
+    coordinator = 1000 + files.n_nodes - 1
+
+    def mute(node_id, msg, reply):
+        return None if node_id == coordinator and msg.metadata.message_type == "query.coordinate" else reply
+
+    results = run_in_process(files, rounds=1, tamper=mute)
+    r = results["rounds"][0]
+    assert r["flips"] == [0] * 8 and r["coalition"] == {}
+    assert r["messages"]["query.coordinate"]["timeouts"] == 1
+    assert all(m == r["metrics"][0] for m in r["metrics"])  # every cell is the base firm
+
+
+class _SlowGrid:
+    def __init__(self):
+        self.calls = 0
+
+    def get_node_ids(self):
+        self.calls += 1
+        return list(range(min(self.calls, 3)))
+
+
+def test_wait_for_nodes_polls_until_all_registered_or_deadline():
+    assert wait_for_nodes(_SlowGrid(), 3, wait=5, poll=0.001) == [0, 1, 2]
+    assert wait_for_nodes(_SlowGrid(), 10, wait=0.05, poll=0.01) == [0, 1, 2]
+
+
+def test_run_settings_from_run_config(tmp_path):
+    s = RunSettings.from_run_config({"run-dir": str(tmp_path), "rounds": 3, "expected-nodes": 4, "round-timeout": 9})
+    assert (s.rounds, s.expected_nodes, s.timeout) == (3, 4, 9.0)
+    with pytest.raises(ValueError, match="run-dir"):
+        RunSettings.from_run_config({})

@@ -1,0 +1,110 @@
+"""The flower backend gives the vectorised engine's flips, reported labels and metrics."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.decision import relabel
+from simulations import engine
+from simulations.errors import ConfigError
+from simulations.flower_backend import (
+    FlowerSession,
+    _config_args,
+    prepare_run,
+    results_frame,
+    run_in_process,
+    run_seed,
+)
+from simulations.runner import backend_run_seed
+from simulations.scenario import Scenario
+
+# 86 toy rows -> 60 training users; every method, counts and fractions, empty and full budgets.
+TOY = Scenario(name="toy-flower").replace(
+    seeds=(0,), data__dataset="toy", data__options={"n": 86},
+    collective__methods=("rb-prob", "rb-label", "rb-dist", "random", "oracle"),
+    collective__alphas=(0.1, 0.3, 0.6), collective__budgets=(0.0, 0.2, 0.5, 1.0, 7), engine__n_jobs=1,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return engine.load_data(TOY, seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(dataset):
+    return engine.run_seed(TOY, 0, dataset=dataset)
+
+
+def assert_same_as_engine(frame, reference):
+    cols = [c for c in reference.columns if c != "backend"]
+    pd.testing.assert_frame_equal(frame[cols], reference[cols], check_exact=True)
+    assert (frame["backend"] == "flower").all()
+
+
+def assert_same_labels(run_dir, dataset):
+    """The firm received exactly the labels the engine's rule produces, cell by cell."""
+    world = engine.build_world(TOY, dataset, 0)
+    got = np.load(run_dir / "labels.npz")
+    np.testing.assert_array_equal(got["user_ids"], world.user_ids)
+    rows = [world.prepared.y_train]
+    for method in TOY.collective.methods:
+        scores = engine.candidate_scores(world, method)
+        for cell in engine.plan_cells(world, method, scores, TOY.collective.alphas, TOY.collective.budgets):
+            rows.append(relabel(world.prepared.y_train, cell.flips))
+    np.testing.assert_array_equal(got["labels"], np.array(rows))
+
+
+@pytest.mark.parametrize("k", [10, 1])
+def test_in_process_nodes_match_the_engine(k, dataset, reference, tmp_path):
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=k)
+    assert files.n_nodes == 60 // k + 1  # user shards + the coordinator
+    results = run_in_process(files, rounds=2)
+    for round_ in (0, 1):
+        assert_same_as_engine(results_frame(TOY, dataset, 0, results, round_=round_), reference)
+    assert_same_labels(tmp_path, dataset)
+
+
+def test_node_files_hold_only_their_users(dataset, tmp_path):
+    from agents.client_app import load_node_file
+
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=25)
+    shards = [load_node_file(f) for f in files.node_files[:-1]]
+    assert [s.user_ids.size for s in shards] == [25, 25, 10]
+    ids = np.concatenate([s.user_ids for s in shards])
+    assert np.unique(ids).size == 60
+    coordinator = load_node_file(files.node_files[-1])
+    assert not hasattr(coordinator, "user_ids") and coordinator.methods == TOY.collective.methods
+
+
+def test_run_config_arguments_are_quoted():
+    assert _config_args({"run-dir": "/a b/c", "rounds": 2, "x": 1.5, "ok": True}) == "run-dir='/a b/c' rounds=2 x=1.5 ok=true"
+    with pytest.raises(ConfigError, match="single quote"):
+        _config_args({"run-dir": "/it's"})
+
+
+def test_runner_dispatches_to_this_backend():
+    assert backend_run_seed(TOY.replace(engine__backend="flower")) is run_seed
+
+
+@pytest.mark.slow
+def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_path):
+    """Real `flwr run` on a simulation SuperLink with Ray actors: 6 nodes of 10, then 60 nodes of 1."""
+    with FlowerSession(TOY.flower, tmp_path / "flwr") as session:
+        superlink = session.superlink
+        frame = run_seed(TOY.replace(flower__rounds=2, flower__agents_per_node=10), 0, dataset=dataset,
+                         session=session)
+        assert_same_as_engine(frame, reference)
+        assert (frame["round"] == 2).all() and (frame["reports_rejected"] == 0).all()
+        files = prepare_run(TOY, 0, tmp_path / "k1", dataset=dataset, agents_per_node=1)
+        results = session.run(files, rounds=1, timeout=120)
+        assert results["connected_nodes"] == 61
+        assert_same_as_engine(results_frame(TOY, dataset, 0, results), reference)
+        assert_same_labels(tmp_path / "k1", dataset)
+        home = session.home
+    assert superlink.poll() is not None  # the SuperLink we started is gone
+    assert (home / "config.toml").exists() and not (home / "local-superlink").exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(superlink.pid, 0)
