@@ -33,10 +33,9 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
 
 from agents.coalition import cell_plan
-from server.firm import Firm, make_estimator
+from server.firm import make_estimator
 from server.reports import assemble, validate_reports
 
 __all__ = ["FirmSpec", "RunSettings", "app", "firm_metrics", "run_rounds", "wait_for_nodes", "write_firm_spec"]
@@ -216,45 +215,19 @@ def firm_metrics(table: dict, spec: FirmSpec, *, n_jobs: int = 1) -> list[dict]:
     design matrix, same chains in the same order), so the metrics match the
     vectorised engine's bit for bit. The firm reads only the reports.
     """
-    from simulations.engine import TestSet, _fit_chain, _labels_key, evaluate, firm_design
+    from simulations.engine import TestSet, firm_design, train_cells
 
     sc = spec.scenario
     labels = table["labels"]
     test = TestSet(spec.X_test, spec.y_test, spec.a_test, spec.X_test_cf)
     estimator = make_estimator(sc["firm"]["model"], sc["firm"]["params"], random_state=spec.firm_seed)
-    X = firm_design(estimator, table["X"])
-    with threadpool_limits(1):
-        base = Firm(estimator).fit(X, labels[0])
-    out: list[dict | None] = [evaluate(base, test)] + [None] * (labels.shape[0] - 1)
-
-    # Distinct label vectors, grouped into one chain per (method, alpha) in
-    # increasing order of flips, as the engine groups its cells.
     c = sc["collective"]
-    plan = list(cell_plan(c["methods"], c["alphas"], c["budgets"]))
-    zero_key = _labels_key(np.zeros(labels.shape[1], dtype=bool))
-    seen, chains, where = {zero_key}, {}, {}
-    for row, (_, method, _, alpha, _) in enumerate(plan, start=1):
-        flips = labels[row] != labels[0]
-        key = where[row] = _labels_key(flips)
-        if key not in seen:
-            seen.add(key)
-            chains.setdefault((method, alpha), []).append((int(flips.sum()), key, row))
-    tasks = [sorted(chain, key=lambda t: t[0]) for chain in chains.values()]
-    warm = bool(sc["engine"]["warm_start"])
-    y_lists = [[labels[row] for _, _, row in chain] for chain in tasks]
-    if n_jobs == 1:
-        outputs = (_fit_chain(base, X, ys, test, warm) for ys in y_lists)
-    else:
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_chain)(base, X, ys, test, warm) for ys in y_lists
-        )
-    by_key = {zero_key: out[0]}
-    for chain, metrics_list in zip(tasks, outputs):
-        for (_, key, _), metrics in zip(chain, metrics_list):
-            by_key[key] = metrics
-    for row in range(1, labels.shape[0]):
-        out[row] = by_key[where[row]]
-    return out
+    # Row r > 0 is one cell's reported labels; chains as the engine's: one per (method, alpha).
+    cells = [((method, alpha), labels[row] != labels[0])
+             for row, (_, method, _, alpha, _) in enumerate(cell_plan(c["methods"], c["alphas"], c["budgets"]), start=1)]
+    base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], cells, test,
+                                 warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs)
+    return [base, *per_cell]
 
 
 # ------------------------------------------------------------------ rounds

@@ -326,7 +326,7 @@ def _cell_values(cell) -> dict:
 # --------------------------------------------------------------------------------- tables
 
 
-def defence_table(runs) -> "pd.DataFrame":
+def defence_table(runs):
     """How much of the collective's EqOd gain survives each (defence, action), and at what cost.
 
     One row per attacked cell (method, alpha, budget), variant (``plain`` or

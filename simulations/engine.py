@@ -42,7 +42,10 @@ from server.metrics import counterfactual_metrics, fairness_metrics
 from .datasets import Dataset, Prepared, load_dataset, prepare
 from .scenario import Scenario
 
-__all__ = ["Cell", "World", "build_world", "candidate_scores", "evaluate", "load_data", "plan_cells", "run_scenario", "run_seed"]
+__all__ = [
+    "Cell", "TestSet", "World", "build_world", "candidate_scores", "evaluate", "firm_design", "load_data",
+    "plan_cells", "run_scenario", "run_seed", "seed_streams", "train_cells",
+]
 
 BASE = "base"  # method name of the row where nobody relabels
 
@@ -218,6 +221,58 @@ def _fit_chain(base: Firm, X, y_list: list[np.ndarray], test: TestSet, warm: boo
         return out
 
 
+def train_cells(
+    estimator,
+    X,
+    y: np.ndarray,
+    cells: list[tuple[object, np.ndarray]],
+    test: "Prepared | TestSet",
+    *,
+    warm: bool = True,
+    n_jobs: int = 1,
+    on_fit: Callable[[int], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """The firm trained on the true labels and on each cell's reported labels.
+
+    ``cells`` are ``(chain, flips)`` pairs: the reported labels are ``y`` with
+    the flipped users set to 1. Each distinct label vector is trained once;
+    cells of the same ``chain`` (the engine uses (method, alpha)) are trained
+    in increasing order of flips, each warm-started from the previous one, and
+    chains run in parallel. Returns the base metrics and one dict per cell.
+    The vectorised engine and the Flower ServerApp both train through here.
+    """
+    with threadpool_limits(1):
+        base = Firm(estimator).fit(X, y)
+    base_metrics = evaluate(base, test)
+    if on_fit:
+        on_fit(1)
+    zero = _labels_key(np.zeros(len(y), dtype=bool))
+    keys, chains, seen = [], {}, {zero}
+    for group, flips in cells:
+        key = _labels_key(flips)
+        keys.append(key)
+        if key not in seen:
+            seen.add(key)
+            chains.setdefault(group, []).append((int(np.count_nonzero(flips)), key, flips))
+    chain_list = [sorted(chain, key=lambda t: t[0]) for chain in chains.values()]
+    y_lists = [[relabel(y, flips) for _, _, flips in chain] for chain in chain_list]
+    if n_jobs == 1:
+        outputs = (_fit_chain(base, X, ys, test, warm) for ys in y_lists)
+    else:
+        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_fit_chain)(base, X, ys, test, warm) for ys in y_lists
+        )
+    results = {zero: base_metrics}
+    for chain, metrics_list in zip(chain_list, outputs):
+        for (_, key, _), metrics in zip(chain, metrics_list):
+            results[key] = metrics
+        if on_fit:
+            on_fit(len(chain))
+    if on_fit:  # cells whose label vector was already trained count as done too
+        on_fit(len(cells) - sum(len(chain) for chain in chain_list))
+    return base_metrics, [results[key] for key in keys]
+
+
 def _labels_key(flips: np.ndarray) -> str:
     return hashlib.blake2b(np.packbits(flips).tobytes(), digest_size=16).hexdigest()
 
@@ -253,47 +308,16 @@ def run_seed(
     estimator = make_estimator(scenario.firm.model, scenario.firm.params, random_state=world.firm_seed)
     X_fit = firm_design(estimator, p.X_train)
     test = TestSet.of(p)
-    with threadpool_limits(1):
-        base = Firm(estimator).fit(X_fit, p.y_train)
-    base_metrics = evaluate(base, test)
-    if on_fit:
-        on_fit(1)
-
-    # Decide every cell, then group distinct label vectors into warm-start
-    # chains: one per (method, alpha), budgets in increasing order of flips.
-    cells, chains, seen = [], {}, {_labels_key(np.zeros_like(p.y_train, dtype=bool)): None}
-    for method in coll.methods:
-        scores = candidate_scores(world, method, k=coll.k)
-        for cell in plan_cells(world, method, scores, coll.alphas, coll.budgets):
-            key = _labels_key(cell.flips)
-            cells.append((cell, key))
-            if key not in seen:
-                seen[key] = (method, cell.alpha)
-                chains.setdefault((method, cell.alpha), []).append((cell.m, key, cell.flips))
-    chain_list = [sorted(chain, key=lambda t: t[0]) for chain in chains.values()]
-
-    n_jobs = scenario.engine.n_jobs if n_jobs is None else n_jobs
-    warm = scenario.engine.warm_start
-    tasks = [
-        (chain, [relabel(p.y_train, flips) for _, _, flips in chain])
-        for chain in chain_list
+    cells = [
+        cell
+        for method in coll.methods
+        for cell in plan_cells(world, method, candidate_scores(world, method, k=coll.k), coll.alphas, coll.budgets)
     ]
-    results: dict[str, dict] = {_labels_key(np.zeros_like(p.y_train, dtype=bool)): base_metrics}
-    if n_jobs == 1:
-        for chain, labels in tasks:
-            for (_, key, _), metrics in zip(chain, _fit_chain(base, X_fit, labels, test, warm)):
-                results[key] = metrics
-            if on_fit:
-                on_fit(len(chain))
-    else:
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_chain)(base, X_fit, labels, test, warm) for _, labels in tasks
-        )
-        for (chain, _), metrics_list in zip(tasks, outputs):
-            for (_, key, _), metrics in zip(chain, metrics_list):
-                results[key] = metrics
-            if on_fit:
-                on_fit(len(chain))
+    n_jobs = scenario.engine.n_jobs if n_jobs is None else n_jobs
+    base_metrics, cell_metrics = train_cells(
+        estimator, X_fit, p.y_train, [((c.method, c.alpha), c.flips) for c in cells], test,
+        warm=scenario.engine.warm_start, n_jobs=n_jobs, on_fit=on_fit,
+    )
 
     config = _config_columns(scenario, dataset)
     n_minority = int(world.minority.sum())
@@ -302,20 +326,18 @@ def run_seed(
          "budget_kind": "none", "n_minority": n_minority, "n_members": 0, "pool_size": 0, "m": 0, "flips": 0,
          "threshold": np.nan, **base_metrics}
     ]
-    for cell, key in cells:
+    for cell, metrics in zip(cells, cell_metrics):
         rows.append(
             {**config, "seed": seed, "method": cell.method, "alpha": cell.alpha, "budget": float(cell.budget),
              "budget_kind": "count" if isinstance(cell.budget, int) else "fraction", "n_train": p.y_train.size, "n_minority": n_minority, "n_members": cell.n_members,
              "pool_size": cell.pool_size, "m": cell.m, "flips": cell.n_flips,
-             "threshold": cell.threshold, **results[key]}
+             "threshold": cell.threshold, **metrics}
         )
-    if on_fit:  # cells whose label vector was already trained count as done too
-        on_fit(len(cells) - sum(len(chain) for chain in chain_list))
     if scenario.compares:  # firm-side baselines, defences, adaptive collective: same World
         from .comparison import extend_rows
 
         common = {**config, "seed": seed, "n_train": p.y_train.size, "n_minority": n_minority}
-        rows = extend_rows(scenario, world, rows, [cell for cell, _ in cells], common=common, estimator=estimator,
+        rows = extend_rows(scenario, world, rows, cells, common=common, estimator=estimator,
                            X_fit=X_fit, test=test, streams=seed_streams(seed), n_jobs=n_jobs, on_fit=on_fit)
     return pd.DataFrame(rows)
 
