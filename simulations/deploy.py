@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import CollectiveFairnessError, ConfigError
 from .flower_backend import (
     APP_PYPROJECT,
+    FlwrProcesses,
     RunFiles,
     _config_args,
     _results_complete,
@@ -62,7 +63,7 @@ def superlink_command(port: int, database: Path | None = None) -> list[str]:
     return cmd
 
 
-class Deployment:
+class Deployment(FlwrProcesses):
     """A SuperLink and one SuperNode per node file, all on 127.0.0.1, stopped on exit."""
 
     def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None):
@@ -106,16 +107,6 @@ class Deployment:
         for proc in reversed(self.processes):
             stop_process(proc, grace=5.0)
         self.processes = []
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([flwr_bin("flwr"), *args], cwd=self.app_dir, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0) -> dict:
         """``flwr run`` the app against the nodes and wait for the ServerApp's results."""

@@ -343,7 +343,25 @@ def flwr_bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-class FlowerSession:
+class FlwrProcesses:
+    """Processes started for a Flower run (``start``/``close``) and the ``flwr`` CLI
+    pointed at their app folder; shared by the simulation session and deployments."""
+
+    app_dir: Path
+    env: dict
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([flwr_bin("flwr"), *args], cwd=self.app_dir, env=self.env, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class FlowerSession(FlwrProcesses):
     """A simulation SuperLink (and, unless attached to a cluster, a Ray cluster) on 127.0.0.1.
 
     Started once, used for many runs (one per seed), stopped by :meth:`close`.
@@ -423,17 +441,7 @@ class FlowerSession:
         if self in _SESSIONS:
             _SESSIONS.remove(self)
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
     # -- runs
-    def _flwr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([flwr_bin("flwr"), *args], cwd=self.app_dir, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
     def run(self, files: RunFiles, *, rounds: int = 1, timeout: float | None = None) -> dict:
         """Run the app on ``files`` with one simulated node per file; returns results.json."""
         self.start()
