@@ -132,11 +132,20 @@ def build_world(scenario: Scenario, dataset: Dataset, seed: int) -> World:
     )
 
 
-def candidate_scores(world: World, method: str, *, k: int = 10) -> np.ndarray:
-    """Scores of every minority training user with y=0 (NaN for everyone else)."""
+def members(world: World, alpha: float) -> np.ndarray:
+    """Mask of the collective at size ``alpha`` (nested: grows with alpha)."""
+    minority = world.minority
+    count = member_count(alpha, int(minority.sum()))
+    return minority & (world.member_tickets < membership_cutoff(world.member_tickets[minority], count))
+
+
+def candidate_scores(world: World, method: str, *, k: int = 10, alpha: float = 1.0) -> np.ndarray:
+    """Scores of the candidates (members with y=0) of the collective at size ``alpha``
+    (default: every minority user with y=0); NaN for everyone else. Collectives are
+    nested, so the largest alpha of a grid scores every candidate of the grid."""
     p = world.prepared
     scorer = make_scorer(method, k=k).fit(p.X_train[world.reference], p.y_train[world.reference])
-    candidates = np.flatnonzero(world.minority & (p.y_train == 0))
+    candidates = np.flatnonzero(members(world, alpha) & (p.y_train == 0))
     scores = np.full(p.y_train.shape[0], np.nan)
     extra = {}
     if method == "oracle":
@@ -148,19 +157,15 @@ def candidate_scores(world: World, method: str, *, k: int = 10) -> np.ndarray:
 def plan_cells(world: World, method: str, scores: np.ndarray, alphas, budgets) -> Iterator[Cell]:
     """Apply the coalition rule for every (alpha, budget) of one method."""
     p = world.prepared
-    minority = world.minority
-    n_minority = int(minority.sum())
     for alpha in alphas:
-        count = member_count(alpha, n_minority)
-        cutoff = membership_cutoff(world.member_tickets[minority], count)
-        members = minority & (world.member_tickets < cutoff)
-        pool = members & (p.y_train == 0)
+        in_collective = members(world, alpha)
+        pool = in_collective & (p.y_train == 0)
         pool_idx = np.flatnonzero(pool)
         for budget in budgets:
             m = budget_count(budget, pool_idx.size)
             threshold = coalition_threshold(scores[pool_idx], world.tie_tickets[pool_idx], m)
             flips = decide(scores, world.tie_tickets, threshold, eligible=pool)
-            yield Cell(method, alpha, budget, int(members.sum()), int(pool_idx.size), m, threshold.score, flips)
+            yield Cell(method, alpha, budget, int(in_collective.sum()), int(pool_idx.size), m, threshold.score, flips)
 
 
 def evaluate(firm: Firm, prepared: "Prepared | TestSet") -> dict[str, float]:
@@ -311,7 +316,8 @@ def run_seed(
     cells = [
         cell
         for method in coll.methods
-        for cell in plan_cells(world, method, candidate_scores(world, method, k=coll.k), coll.alphas, coll.budgets)
+        for cell in plan_cells(world, method, candidate_scores(world, method, k=coll.k, alpha=max(coll.alphas)),
+                               coll.alphas, coll.budgets)
     ]
     n_jobs = scenario.engine.n_jobs if n_jobs is None else n_jobs
     base_metrics, cell_metrics = train_cells(
