@@ -362,22 +362,26 @@ def reported_labels(node: NodeData, content: RecordDict, candidates: ArrayRecord
     """One row of reported labels per cell, row 0 being the true labels (nobody relabels)."""
     plan = content["plan"]
     n_methods, n_alphas, n_budgets = len(list(plan["methods"])), int(plan["n_alphas"]), int(plan["n_budgets"])
-    t = arrays_of(content["thresholds"])
     n_cells = n_methods * n_alphas * n_budgets
     labels = np.repeat(node.y[None, :].astype(np.int8), n_cells + 1, axis=0)
-    if n_cells == 0 or np.isinf(t["score"]).all():  # nobody can reach the threshold
+    memory = arrays_of(candidates) if candidates is not None else None
+    # Most nodes have no candidate (member with y = 0): nothing can flip, whatever the thresholds.
+    if n_cells == 0 or (memory is not None and memory["index"].size == 0):
         return labels
-    if candidates is None:
+    t = arrays_of(content["thresholds"])
+    if np.isinf(t["score"]).all():  # nobody can reach the threshold
+        return labels
+    if memory is None:
         raise ValueError("train.report before query.scores: this node has no scores yet")
-    memory = arrays_of(candidates)
     cand, cand_scores = memory["index"].astype(np.int64), memory["scores"]
     member, tie = node.member_tickets[cand], node.tie_tickets[cand]
-    c = 0
-    for i in range(n_methods):
-        for j in range(n_alphas):
-            eligible = member < t["cutoffs"][j]
-            for _ in range(n_budgets):
-                flips = decide(cand_scores[i], tie, Threshold(float(t["score"][c]), float(t["ticket"][c])), eligible=eligible)
-                labels[c + 1, cand[flips]] = 1
-                c += 1
+    # Every cell at once; cell c is (method i, alpha j, budget) in row-major order.
+    method_of = np.repeat(np.arange(n_methods), n_alphas * n_budgets)
+    alpha_of = np.tile(np.repeat(np.arange(n_alphas), n_budgets), n_methods)
+    eligible = member[None, :] < np.asarray(t["cutoffs"])[alpha_of][:, None]
+    threshold = Threshold(np.asarray(t["score"], dtype=np.float64)[:, None], np.asarray(t["ticket"], dtype=np.float64)[:, None])
+    flips = decide(cand_scores[method_of], tie[None, :], threshold, eligible=eligible)
+    rows = labels[1:, cand]
+    rows[flips] = 1
+    labels[1:, cand] = rows
     return labels

@@ -38,7 +38,8 @@ from agents.coalition import cell_plan
 from server.firm import make_estimator
 from server.reports import assemble, validate_reports
 
-__all__ = ["FirmSpec", "RunSettings", "app", "firm_metrics", "run_rounds", "wait_for_nodes", "write_firm_spec"]
+__all__ = ["FirmSpec", "RunSettings", "app", "firm_metrics", "run_rounds", "skip_empty_inbox_scans", "wait_for_nodes",
+           "write_firm_spec"]
 
 app = ServerApp()
 
@@ -198,6 +199,64 @@ def _push_and_pull(grid: Grid, messages: list[Message], timeout: float, *, windo
         if not got:
             time.sleep(poll)
     return replies
+
+
+def skip_empty_inbox_scans(grid, *, refresh: float = 1.0) -> bool:
+    """Simulation only: answer the engine's inbox poll of a node with no message cheaply.
+
+    flwr 1.42's simulation engine asks every node for its next message every
+    0.1 s (``InMemoryLinkState.get_message_ins``), and each ask validates every
+    stored message: O(nodes x messages) per sweep, ~13 ms per message at 1,000
+    nodes, most of a round with one user per node. This wraps the run's own
+    in-memory store (same process as the ServerApp) with a set of the nodes
+    that have an undelivered message: those still go through Flower's method, so
+    deliveries are unchanged; any other node gets ``[]`` at once (expired
+    messages are then dropped by the next full call instead). The set is rebuilt
+    from the store every ``refresh`` seconds, so a message stored some other way
+    is delivered anyway. No-op on any other grid (deployment, tests). Returns
+    whether the store is wrapped.
+    """
+    try:
+        from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    except ImportError:  # another Flower layout: keep Flower's own scan
+        return False
+    state = getattr(grid, "state", None)
+    if not isinstance(state, InMemoryLinkState) or not isinstance(getattr(state, "message_ins_store", None), dict):
+        return False
+    if getattr(state.get_message_ins, "_skips_empty_inbox", False):
+        return True
+    full_scan, store_one = state.get_message_ins, state.store_message_ins
+    waiting: set = set()
+    rebuilt = [0.0]
+
+    def undelivered(node_id=None):  # call with state.lock held (every writer of the store holds it)
+        return {m.metadata.dst_node_id for m in state.message_ins_store.values()
+                if m.metadata.delivered_at == "" and (node_id is None or m.metadata.dst_node_id == node_id)}
+
+    def store_message_ins(message):
+        with state.lock:
+            message_id = store_one(message)
+            if message_id:
+                waiting.add(message.metadata.dst_node_id)
+        return message_id
+
+    def get_message_ins(node_id, limit, *, run_id=None):
+        if time.monotonic() - rebuilt[0] > refresh:
+            with state.lock:
+                waiting.clear()
+                waiting.update(undelivered())
+                rebuilt[0] = time.monotonic()
+        if node_id not in waiting and (limit is None or limit >= 1):
+            return []
+        out = full_scan(node_id, limit, run_id=run_id)
+        with state.lock:
+            if not undelivered(node_id):
+                waiting.discard(node_id)
+        return out
+
+    get_message_ins._skips_empty_inbox = True
+    state.store_message_ins, state.get_message_ins = store_message_ins, get_message_ins
+    return True
 
 
 def _copy(content: RecordDict, skip=()) -> RecordDict:
@@ -386,4 +445,5 @@ def _json_default(o):
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    skip_empty_inbox_scans(grid)
     run_rounds(grid, RunSettings.from_run_config(context.run_config))

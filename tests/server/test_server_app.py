@@ -129,3 +129,41 @@ def test_run_settings_from_run_config(tmp_path):
     assert (s.rounds, s.expected_nodes, s.timeout) == (3, 4, 9.0)
     with pytest.raises(ValueError, match="run-dir"):
         RunSettings.from_run_config({})
+
+
+def test_skip_empty_inbox_scans_only_skips_nodes_without_messages():
+    """The simulation speed-up wraps Flower's in-memory store; deliveries must not change."""
+    import threading
+    from types import SimpleNamespace
+
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    from server.server_app import skip_empty_inbox_scans
+
+    assert skip_empty_inbox_scans(SimpleNamespace()) is False  # not a simulation grid: untouched
+
+    state = InMemoryLinkState.__new__(InMemoryLinkState)  # the store's fields only, no SuperLink
+    state.lock, state.message_ins_store, scans = threading.RLock(), {}, []
+
+    def full_scan(node_id, limit, *, run_id=None):
+        scans.append(node_id)
+        out = [m for m in state.message_ins_store.values()
+               if m.metadata.dst_node_id == node_id and m.metadata.delivered_at == ""]
+        for m in out:
+            m.metadata.delivered_at = "now"
+        return out
+
+    def store(message):
+        state.message_ins_store[len(state.message_ins_store)] = message
+        return str(len(state.message_ins_store))
+
+    state.get_message_ins, state.store_message_ins = full_scan, store
+    grid = SimpleNamespace(state=state)
+    assert skip_empty_inbox_scans(grid, refresh=3600) is True
+    assert skip_empty_inbox_scans(grid) is True  # idempotent
+
+    message = SimpleNamespace(metadata=SimpleNamespace(dst_node_id=7, delivered_at=""))
+    assert state.get_message_ins(5, 1) == [] and scans == []  # empty inbox: no scan
+    assert state.store_message_ins(message) == "1"
+    assert state.get_message_ins(7, 1) == [message] and scans == [7]  # delivered through Flower's scan
+    assert state.get_message_ins(7, 1) == [] and scans == [7]  # delivered: back to the cheap path
