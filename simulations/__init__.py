@@ -1,1 +1,2 @@
-"""simulations package."""
+"""Datasets, scenarios, engines (vectorised, Flower on Ray, deployment), sweeps,
+reports and the ``collective-fairness`` command line."""
