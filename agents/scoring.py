@@ -76,50 +76,51 @@ class RBProb(BaseEstimator):
         return np.round(self.estimator_.predict_proba(X)[:, 1].astype(np.float64), _DECIMALS)
 
 
-class RBLabel(BaseEstimator):
-    """RB-label: number of positive labels among the k nearest majority rows."""
+class _NeighbourScorer(BaseEstimator):
+    """Shared part of the k-nearest-neighbour scorers: exact Euclidean search."""
 
     def __init__(self, k: int = 10):
         self.k = k
+
+    def _index(self, rows: np.ndarray):
+        self.n_neighbors_ = min(int(self.k), rows.shape[0])
+        self.neighbors_ = NearestNeighbors(n_neighbors=self.n_neighbors_, algorithm="brute").fit(rows)
+
+    def _neighbours(self, X):
+        """(distances, indices) of each row's k nearest reference rows, or None for no rows."""
+        check_is_fitted(self, "neighbors_")
+        X = _as_2d(X)
+        return self.neighbors_.kneighbors(X) if X.shape[0] else None
+
+
+class RBLabel(_NeighbourScorer):
+    """RB-label: number of positive labels among the k nearest majority rows."""
 
     def fit(self, X, y):
         X, y = _check_reference(X, y)
-        self.n_neighbors_ = min(int(self.k), X.shape[0])
         self.y_ref_ = y
-        self.neighbors_ = NearestNeighbors(n_neighbors=self.n_neighbors_, algorithm="brute").fit(X)
+        self._index(X)
         return self
 
     def score_samples(self, X):
-        check_is_fitted(self, "neighbors_")
-        X = _as_2d(X)
-        if X.shape[0] == 0:
-            return np.empty(0)
-        idx = self.neighbors_.kneighbors(X, return_distance=False)
-        return self.y_ref_[idx].sum(axis=1).astype(np.float64)
+        found = self._neighbours(X)
+        return np.empty(0) if found is None else self.y_ref_[found[1]].sum(axis=1).astype(np.float64)
 
 
-class RBDist(BaseEstimator):
+class RBDist(_NeighbourScorer):
     """RB-dist: minus the mean distance to the k nearest positive majority rows."""
-
-    def __init__(self, k: int = 10):
-        self.k = k
 
     def fit(self, X, y):
         X, y = _check_reference(X, y)
         positives = X[y == 1]
         if positives.shape[0] == 0:
             raise ValueError("rb-dist needs at least one positive majority reference row")
-        self.n_neighbors_ = min(int(self.k), positives.shape[0])
-        self.neighbors_ = NearestNeighbors(n_neighbors=self.n_neighbors_, algorithm="brute").fit(positives)
+        self._index(positives)
         return self
 
     def score_samples(self, X):
-        check_is_fitted(self, "neighbors_")
-        X = _as_2d(X)
-        if X.shape[0] == 0:
-            return np.empty(0)
-        dist, _ = self.neighbors_.kneighbors(X)
-        return np.round(-dist.mean(axis=1), _DECIMALS)
+        found = self._neighbours(X)
+        return np.empty(0) if found is None else np.round(-found[0].mean(axis=1), _DECIMALS)
 
 
 class RandomScorer(BaseEstimator):
