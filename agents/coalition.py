@@ -63,14 +63,6 @@ class CellPlan:
     def n_cells(self) -> int:
         return len(self.methods) * len(self.alphas) * len(self.budgets)
 
-    def method_index(self) -> np.ndarray:
-        """Per cell, the index of its method."""
-        return np.array([i for i, *_ in self], dtype=np.int64)
-
-    def alpha_index(self) -> np.ndarray:
-        """Per cell, the index of its alpha."""
-        return np.array([j for _, _, j, _, _ in self], dtype=np.int64)
-
 
 def cell_plan(methods, alphas, budgets) -> CellPlan:
     return CellPlan(tuple(str(m) for m in methods), tuple(float(a) for a in alphas), tuple(budgets))

@@ -36,7 +36,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
-from agents.decision import budget_count, coalition_threshold, decide, member_count, membership_cutoff, relabel
+from agents.decision import budget_count, coalition_threshold, decide, relabel
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -231,14 +231,11 @@ def adaptive_cells(world, method: str, scores, alphas, budgets, implausible_for)
     M = the plain cell's ``budget_count(budget, pool)``, capped by the
     plausible candidates; the top M of them by (score, tie ticket) flip.
     """
-    from .engine import Cell
+    from .engine import Cell, members as collective
 
     p = world.prepared
-    minority = world.minority
-    n_minority = int(minority.sum())
     for alpha in alphas:
-        count = member_count(alpha, n_minority)
-        members = minority & (world.member_tickets < membership_cutoff(world.member_tickets[minority], count))
+        members = collective(world, alpha)
         pool = members & (p.y_train == 0)
         eligible = pool & ~implausible_for(alpha, members)
         idx = np.flatnonzero(eligible)
@@ -318,9 +315,7 @@ def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estim
 
 
 def _cell_values(cell) -> dict:
-    return {"family": "collective", "method": cell.method, "alpha": cell.alpha, "budget": float(cell.budget),
-            "budget_kind": "count" if isinstance(cell.budget, int) else "fraction", "n_members": cell.n_members,
-            "pool_size": cell.pool_size, "m": cell.m, "flips": cell.n_flips, "threshold": cell.threshold}
+    return {"family": "collective", **cell.columns()}
 
 
 # --------------------------------------------------------------------------------- tables

@@ -84,6 +84,18 @@ class Cell:
     def n_flips(self) -> int:
         return int(self.flips.sum())
 
+    def columns(self) -> dict:
+        return cell_columns(self.method, self.alpha, self.budget, n_members=self.n_members,
+                            pool_size=self.pool_size, m=self.m, flips=self.n_flips, threshold=self.threshold)
+
+
+def cell_columns(method: str, alpha: float, budget, *, n_members: int = 0, pool_size: int = 0, m: int = 0,
+                 flips: int = 0, threshold: float = np.nan) -> dict:
+    """The result-table columns that describe one cell (every backend writes these)."""
+    kind = "none" if method == BASE else "count" if isinstance(budget, int) else "fraction"
+    return {"method": method, "alpha": alpha, "budget": float(budget), "budget_kind": kind, "n_members": n_members,
+            "pool_size": pool_size, "m": m, "flips": flips, "threshold": threshold}
+
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     """The run's independent random streams, spawned from its one seed.
@@ -327,22 +339,12 @@ def run_seed(
 
     config = _config_columns(scenario, dataset)
     n_minority = int(world.minority.sum())
-    rows = [
-        {**config, "seed": seed, "method": BASE, "alpha": 0.0, "budget": 0.0, "n_train": p.y_train.size,
-         "budget_kind": "none", "n_minority": n_minority, "n_members": 0, "pool_size": 0, "m": 0, "flips": 0,
-         "threshold": np.nan, **base_metrics}
-    ]
-    for cell, metrics in zip(cells, cell_metrics):
-        rows.append(
-            {**config, "seed": seed, "method": cell.method, "alpha": cell.alpha, "budget": float(cell.budget),
-             "budget_kind": "count" if isinstance(cell.budget, int) else "fraction", "n_train": p.y_train.size, "n_minority": n_minority, "n_members": cell.n_members,
-             "pool_size": cell.pool_size, "m": cell.m, "flips": cell.n_flips,
-             "threshold": cell.threshold, **metrics}
-        )
+    common = {**config, "seed": seed, "n_train": p.y_train.size, "n_minority": n_minority}
+    rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **base_metrics}]
+    rows += [{**common, **cell.columns(), **metrics} for cell, metrics in zip(cells, cell_metrics)]
     if scenario.compares:  # firm-side baselines, defences, adaptive collective: same World
         from .comparison import extend_rows
 
-        common = {**config, "seed": seed, "n_train": p.y_train.size, "n_minority": n_minority}
         rows = extend_rows(scenario, world, rows, cells, common=common, estimator=estimator,
                            X_fit=X_fit, test=test, streams=seed_streams(seed), n_jobs=n_jobs, on_fit=on_fit)
     return pd.DataFrame(rows)

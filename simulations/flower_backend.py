@@ -36,7 +36,7 @@ from agents.client_app import app as client_app
 from agents.client_app import write_coordinator_file, write_users_file
 from server.server_app import RunSettings, run_rounds, write_firm_spec
 
-from .engine import BASE, _config_columns, build_world, count_fits, load_data, seed_streams
+from .engine import BASE, _config_columns, build_world, cell_columns, count_fits, load_data, seed_streams
 from .errors import ConfigError
 from .scenario import FlowerConfig, Scenario
 
@@ -158,23 +158,17 @@ def results_frame(scenario: Scenario, dataset, seed: int, results: dict, *, roun
     metrics = r["metrics"]
     extra = {"round": r["round"], "reports_rejected": sum(r["nodes"]["reports_rejected"].values()),
              "nodes_failed": sum(v.get("errors", 0) + v.get("timeouts", 0) for v in r["messages"].values())}
-    rows = [
-        {**config, "seed": seed, "method": BASE, "alpha": 0.0, "budget": 0.0, "n_train": r["n_train"],
-         "budget_kind": "none", "n_minority": r["n_minority"], "n_members": 0, "pool_size": 0, "m": 0, "flips": 0,
-         "threshold": np.nan, **metrics[0], **extra}
-    ]
+    common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}
+    rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **metrics[0], **extra}]
     from agents.coalition import cell_plan
 
     c = scenario.collective
     for cell, (_, method, j, alpha, budget) in enumerate(cell_plan(c.methods, c.alphas, c.budgets)):
         get = lambda key, default=np.nan: coalition[key][cell] if key in coalition else default
-        rows.append(
-            {**config, "seed": seed, "method": method, "alpha": alpha, "budget": float(budget),
-             "budget_kind": "count" if isinstance(budget, int) else "fraction", "n_train": r["n_train"],
-             "n_minority": r["n_minority"], "n_members": coalition["n_members"][j] if coalition else 0,
-             "pool_size": get("pool_size", 0), "m": get("m", 0), "flips": r["flips"][cell],
-             "threshold": get("score"), **metrics[cell + 1], **extra}
-        )
+        columns = cell_columns(method, alpha, budget, n_members=coalition["n_members"][j] if coalition else 0,
+                               pool_size=get("pool_size", 0), m=get("m", 0), flips=r["flips"][cell],
+                               threshold=get("score"))
+        rows.append({**common, **columns, **metrics[cell + 1], **extra})
     return pd.DataFrame(rows)
 
 
