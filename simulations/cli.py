@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import CollectiveFairnessError
+from agents.errors import CollectiveFairnessError
 
 __all__ = ["main"]
 
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seeds(text: str) -> tuple[int, ...]:
-    from .errors import ConfigError
+    from agents.errors import ConfigError
 
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
@@ -63,7 +63,7 @@ def _run(args) -> int:
     if changes:
         scenario = scenario.replace(**changes)
     if args.jobs is not None and (args.jobs == 0 or args.jobs < -1):
-        from .errors import ConfigError
+        from agents.errors import ConfigError
 
         raise ConfigError(f"--jobs {args.jobs}: allowed: an int >= 1, or -1 for all cores")
     out = args.out or DEFAULT_OUT / scenario.name

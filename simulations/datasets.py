@@ -41,7 +41,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from simulations.errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 
 __all__ = [
     "DATASETS",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import CollectiveFairnessError, ConfigError
+from agents.errors import CollectiveFairnessError, ConfigError
 from .flower_backend import (
     APP_PYPROJECT,
     FlwrProcesses,

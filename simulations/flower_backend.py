@@ -37,7 +37,7 @@ from agents.client_app import write_coordinator_file, write_users_file
 from server.server_app import RunSettings, run_rounds, write_firm_spec
 
 from .engine import BASE, _config_columns, build_world, cell_columns, count_fits, load_data, seed_streams
-from .errors import ConfigError
+from agents.errors import ConfigError
 from .scenario import FlowerConfig, Scenario
 
 __all__ = [

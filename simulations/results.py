@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import tomli_w
 
-from .errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 from .scenario import Scenario
 
 __all__ = ["ResultsFolder", "atomic_write_bytes", "atomic_write_text", "environment"]

@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import engine
-from .errors import ConfigError
+from agents.errors import ConfigError
 from .report import comparison_sections, plot_all, write_html, write_summary
 from .results import ResultsFolder
 from .scenario import Scenario

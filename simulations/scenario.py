@@ -18,7 +18,7 @@ from typing import Any
 from agents.scoring import METHODS
 from server.firm import FIRM_MODELS
 
-from .errors import ConfigError
+from agents.errors import ConfigError
 
 __all__ = [
     "BaselinesConfig",

@@ -1,5 +1,9 @@
 """User-facing errors: one clear line naming what is wrong and what is allowed.
 
+They live at the bottom of the import graph (``agents`` imports nothing else of
+the project), so the collective, the firm and the simulator name bad input the
+same way.
+
 The CLI prints these without a traceback; both subclasses are also ``ValueError`` so
 generic callers (and sklearn-style code) can catch them as such.
 """
