@@ -33,7 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from agents.decision import budget_count
 from server.firm import make_estimator
 from server.metrics import fairness_metrics
-from simulations.errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 
 __all__ = [
     "BASELINES",

@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from server.baselines import _check_data, _fresh, _int_seed, _proba1, _rng, _top
-from simulations.errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 
 __all__ = [
     "ACTIONS",

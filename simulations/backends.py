@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import pandas as pd
 
-__all__ = ["BACKENDS", "Backend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "close_backends", "get_backend"]
 
 # name -> "module:attribute" of an object with the Backend interface.
 BACKENDS = {
@@ -39,3 +39,14 @@ def get_backend(name: str) -> Backend:
         raise ValueError(f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
     module, _, attr = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def close_backends() -> None:
+    """Stop whatever the loaded backends started (SuperLinks, Ray clusters); safe to call twice."""
+    import sys
+
+    for target in BACKENDS.values():
+        module = sys.modules.get(target.partition(":")[0])
+        close = getattr(module, "close_sessions", None)
+        if close is not None:
+            close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Iterator, Protocol
 
-__all__ = ["EXECUTORS", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "ProcessExecutor", "SerialExecutor", "make_executor", "shutdown_workers"]
 
 
 class Executor(Protocol):
@@ -65,3 +65,14 @@ def make_executor(name: str = "processes", n_jobs: int = 2) -> Executor:
     if name == "processes":
         return ProcessExecutor(n_jobs)
     raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+def shutdown_workers() -> None:
+    """Stop the local worker processes now (on exit or interrupt, so none outlive the run)."""
+    import sys
+
+    if "joblib" not in sys.modules:  # no pool was ever started
+        return
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=False, kill_workers=True)

@@ -27,7 +27,7 @@ from server.baselines import (
 )
 from server.firm import make_estimator
 from server.metrics import fairness_metrics
-from simulations.errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 
 
 def _data(n=800, seed=0, penalty=2.5):

@@ -16,7 +16,7 @@ from server.defences import (
     defend,
 )
 from server.firm import make_estimator
-from simulations.errors import ConfigError, DataError
+from agents.errors import ConfigError, DataError
 
 W = np.array([1.5, -1.0, 0.5, 0.0])
 

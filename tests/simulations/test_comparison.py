@@ -14,7 +14,7 @@ from server.defences import audit
 from server.firm import Firm, make_estimator
 from server.metrics import fairness_metrics
 from simulations import comparison, engine
-from simulations.errors import ConfigError
+from agents.errors import ConfigError
 from simulations.scenario import BaselinesConfig, DefenceConfig, Scenario, load_scenario
 
 PLAIN = Scenario(name="toy-compare").replace(

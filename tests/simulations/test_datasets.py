@@ -18,7 +18,7 @@ from scipy.special import expit
 
 from simulations import datasets as ds
 from simulations.datasets import Dataset, RemoteFile, fetch_file, load_dataset, prepare
-from simulations.errors import CollectiveFairnessError, ConfigError, DataError
+from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 GERMAN = ds.REMOTE_FILES["german.data"]

@@ -8,7 +8,7 @@ import pytest
 
 from agents.decision import relabel
 from simulations import engine
-from simulations.errors import ConfigError
+from agents.errors import ConfigError
 from simulations.flower_backend import (
     FlowerSession,
     _config_args,

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from simulations.errors import ConfigError
+from agents.errors import ConfigError
 from simulations.scenario import PAPER_ALPHAS, Scenario, load_scenario
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
