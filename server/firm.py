@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["FIRM_MODELS", "Firm", "make_estimator"]
+__all__ = ["FIRM_MODELS", "Firm", "estimator_class", "make_estimator"]
 
 
 def _logistic(**params):
@@ -34,21 +35,54 @@ FIRM_MODELS = {
 }
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def estimator_class(name: str) -> type:
+    """The class named by ``module:Class``, checked to be a scikit-learn classifier.
+
+    Nothing is called: the class is only imported and inspected, so a path to a
+    function (``subprocess:call``) is rejected before it could run.
+    """
+    allowed = "a scikit-learn classifier class, e.g. 'sklearn.tree:DecisionTreeClassifier'"
+    module, _, attr = name.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except Exception as exc:  # ImportError, AttributeError, or whatever the module raises on import
+        raise ValueError(f"cannot import firm model {name!r} ({_one_line(exc)}); allowed: {allowed}") from None
+    if not inspect.isclass(obj):
+        raise ValueError(f"firm model {name!r} is a {type(obj).__name__}, not a class; allowed: {allowed}")
+    # is_classifier() wants an instance in recent scikit-learn; a class is checked by its mixin.
+    if not issubclass(obj, BaseEstimator) or not issubclass(obj, ClassifierMixin):
+        raise ValueError(f"firm model {name!r} is not a scikit-learn classifier; allowed: {allowed}")
+    return obj
+
+
 def make_estimator(name: str = "logistic-regression", params: dict | None = None, *, random_state=None):
-    """A scikit-learn classifier from a registry name or a ``module:Class`` path."""
+    """A scikit-learn classifier from a registry name or a ``module:Class`` path.
+
+    The parameters are checked with scikit-learn's own validation, so a bad value is
+    a ``ValueError`` here rather than at fit time.
+    """
     params = dict(params or {})
+    if not isinstance(name, str):
+        raise ValueError(f"firm model {name!r} is not a name; allowed: {', '.join(FIRM_MODELS)}, or 'module:Class'")
     if name in FIRM_MODELS:
-        est = FIRM_MODELS[name](**params)
+        build = FIRM_MODELS[name]
     elif ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot import firm model {name!r}: {exc}") from None
-        est = cls(**params)
+        build = estimator_class(name)
     else:
         allowed = ", ".join(FIRM_MODELS)
         raise ValueError(f"unknown firm model {name!r}; allowed: {allowed}, or 'module:Class'")
+    try:
+        est = build(**params)
+        if hasattr(est, "_validate_params"):
+            est._validate_params()
+    except (TypeError, ValueError) as exc:  # InvalidParameterError is both
+        raise ValueError(f"cannot build {name!r} with params {params}: {_one_line(exc)}") from None
+    if not is_classifier(est):
+        raise ValueError(f"firm model {name!r} is not a classifier; allowed: a scikit-learn classifier")
     if random_state is not None and "random_state" in est.get_params() and "random_state" not in params:
         est.set_params(random_state=random_state)
     return est

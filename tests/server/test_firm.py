@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
-from server.firm import FIRM_MODELS, Firm, make_estimator
+from server.firm import FIRM_MODELS, Firm, estimator_class, make_estimator
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,46 @@ def test_make_estimator_paths_and_errors():
         make_estimator("svm-magic")
     with pytest.raises(ValueError, match="cannot import"):
         make_estimator("sklearn.tree:NoSuchTree")
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("subprocess:call", "firm model 'subprocess:call' is a function, not a class; allowed: a scikit-learn classifier class"),
+        ("os:system", "is a builtin_function_or_method, not a class"),
+        ("collections:OrderedDict", "firm model 'collections:OrderedDict' is not a scikit-learn classifier"),
+        ("sklearn.linear_model:LinearRegression", "is not a scikit-learn classifier"),
+        ("sklearn.preprocessing:StandardScaler", "is not a scikit-learn classifier"),
+        ("no_such_module_xyz:Model", "cannot import firm model 'no_such_module_xyz:Model'"),
+        (":", "cannot import firm model ':'"),
+    ],
+)
+def test_module_class_must_be_a_classifier_class_and_is_never_called(name, message, monkeypatch):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a))
+    for check in (estimator_class, make_estimator):
+        with pytest.raises(ValueError) as info:
+            check(name)
+        assert message in str(info.value) and "\n" not in str(info.value)
+    assert calls == []
+    assert estimator_class("sklearn.tree:DecisionTreeClassifier") is DecisionTreeClassifier
+
+
+@pytest.mark.parametrize(
+    "name, params, message",
+    [
+        ("logistic-regression", {"C": "high"}, "The 'C' parameter of LogisticRegression must be a float"),
+        ("logistic-regression", {"solver": "magic"}, "The 'solver' parameter"),
+        ("random-forest", {"n_estimators": 0}, "The 'n_estimators' parameter"),
+        ("mlp", {"hidden_layer_sizes": "big"}, "The 'hidden_layer_sizes' parameter"),
+        ("logistic-regression", {"not_a_param": 1}, "unexpected keyword argument 'not_a_param'"),
+        ("sklearn.tree:DecisionTreeClassifier", {"max_depth": -1}, "The 'max_depth' parameter"),
+    ],
+)
+def test_bad_params_fail_when_built_not_at_fit_time(name, params, message):
+    with pytest.raises(ValueError) as info:
+        make_estimator(name, params)
+    assert str(info.value).startswith(f"cannot build {name!r} with params {params}: ")
+    assert message in str(info.value) and "\n" not in str(info.value)
