@@ -49,6 +49,7 @@ __all__ = [
     "Prepared",
     "RemoteFile",
     "REMOTE_FILES",
+    "SYNTHETIC",
     "default_data_home",
     "fetch_file",
     "load_dataset",
@@ -60,6 +61,7 @@ DATA_HOME_ENV = "COLLECTIVE_FAIRNESS_DATA_HOME"
 MIRROR_ENV = "COLLECTIVE_FAIRNESS_MIRROR"
 
 DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv")
+SYNTHETIC = ("synthetic", "toy")  # drawn from the SCM: known counterfactuals, one draw per seed
 
 
 # --------------------------------------------------------------------------- containers
@@ -571,6 +573,24 @@ def _value_mask(column: pd.Series, value: Any, option: str) -> np.ndarray:
     return mask
 
 
+def _check_binary(column: pd.Series, option: str, value_option: str, value: Any, file: str) -> None:
+    """y = (label == favourable) and a = (sensitive == protected) need two-valued columns.
+
+    With three or more values the comparison would silently lump every other class
+    together, so that is refused rather than guessed.
+    """
+    values = column.unique()
+    if len(values) <= 2:
+        return
+    present = sorted(map(str, values))
+    shown = ", ".join(present[:10]) + (", ..." if len(present) > 10 else "")
+    raise DataError(
+        f"{option} column {column.name!r} of {file} has {len(present)} distinct values ({shown}); "
+        f"allowed: exactly two values, one of them {value_option}={value!r}; "
+        "recode the column to two classes first"
+    )
+
+
 def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favourable: Any = None,
               protected: Any = None, categorical: Iterable[str] | None = None,
               features: Iterable[str] | None = None, name: str | None = None,
@@ -621,6 +641,9 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
             f"column(s) {', '.join(map(repr, nan_cols))} of {file.name} have missing values "
             f"({rows} rows); drop or impute them first (missing values are not allowed)"
         )
+    for option, column, value_option, value in (("label", label, "favourable", favourable),
+                                                ("sensitive", sensitive, "protected", protected)):
+        _check_binary(frame[column], option, value_option, value, file.name)
     y = _value_mask(frame[label], favourable, "favourable")
     a = _value_mask(frame[sensitive], protected, "protected")
 
@@ -703,7 +726,7 @@ def load_dataset(
                 f"sensitive={sensitive!r} is not available for dataset {key!r}; "
                 f"allowed: {', '.join(spec.sensitive)}"
             )
-    if key in ("synthetic", "toy"):
+    if key in SYNTHETIC:
         return spec.load(**options)
     return spec.load(sensitive=sensitive, data_home=data_home, mirror=mirror, **options)
 

@@ -327,9 +327,8 @@ def _csv_options(path, /, **changes):
         ({"sensitive": "race"}, ["sensitive column 'race'", "columns:"]),
         ({"favourable": 7}, ["favourable=7", "values: 0, 1"]),
         ({"protected": "x"}, ["protected='x'", "values: f, m"]),
-        ({"label": "city", "favourable": "A", "categorical": ["zip", "foo"]}, ["'foo'", "allowed"]),
-        ({"label": "zip", "favourable": 10, "features": ["city"], "categorical": []},
-         ["'city'", "add them to categorical"]),
+        ({"categorical": ["zip", "foo"]}, ["'foo'", "allowed"]),
+        ({"features": ["city"], "categorical": []}, ["'city'", "add them to categorical"]),
         ({"features": ["hired"]}, ["'hired'", "not usable"]),
         ({"sensitive": "hired", "protected": 1}, ["different columns"]),
     ],
@@ -340,6 +339,25 @@ def test_csv_bad_input(user_csv, changes, fragments):
     for fragment in fragments:
         assert fragment in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"label": "city", "favourable": "A"},
+         "label column 'city' of people.csv has 3 distinct values (A, B, C); allowed: exactly two values, "
+         "one of them favourable='A'; recode the column to two classes first"),
+        ({"label": "zip", "favourable": 10}, "label column 'zip' of people.csv has 3 distinct values (10, 20, 30)"),
+        ({"sensitive": "city", "protected": "C"},
+         "sensitive column 'city' of people.csv has 3 distinct values (A, B, C); allowed: exactly two values, "
+         "one of them protected='C'"),
+    ],
+)
+def test_csv_label_or_sensitive_with_more_than_two_values_is_refused(user_csv, changes, message):
+    # y = (label == favourable) would silently lump the other classes together.
+    with pytest.raises(DataError) as info:
+        load_dataset("csv", **_csv_options(user_csv, **changes))
+    assert str(info.value) == message or str(info.value).startswith(message)
 
 
 def test_csv_single_class_and_missing_values(tmp_path):
