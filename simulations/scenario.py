@@ -4,21 +4,30 @@ A scenario names the data, the collective (methods, alpha grid, budget grid,
 what it knows of the majority), the firm's model, the seeds and the engine.
 Every mistake is reported as one :class:`ConfigError` line naming the key
 and what is allowed; the defaults are the paper's experiment on Adult.
+
+Every way of building a scenario validates it: :func:`load_scenario`,
+:meth:`Scenario.from_dict` (the canonical one), :meth:`Scenario.replace` (rebuilt
+through ``from_dict``) and the dataclass constructors themselves.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import tomllib
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from agents.errors import CollectiveFairnessError, ConfigError, DataError
 from agents.scoring import METHODS
-from server.firm import FIRM_MODELS
+from server.firm import FIRM_MODELS, estimator_class, make_estimator
 
-from agents.errors import ConfigError
+from .backends import BACKENDS
+from .datasets import DATASETS, SYNTHETIC
+from .executors import EXECUTORS
 
 __all__ = [
     "BaselinesConfig",
@@ -32,9 +41,8 @@ __all__ = [
     "load_scenario",
 ]
 
-DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv")
-SYNTHETIC = ("synthetic", "toy")
-BACKENDS = ("vectorised", "flower")
+# A scenario's name is its results folder under results/: no separators, no "..".
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 PAPER_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 PAPER_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
 
@@ -51,26 +59,77 @@ def _is_num(v) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
+def _describe(value) -> str:
+    """``the string 'toy'``: what a wrongly typed value is, for error lines."""
+    kinds = {str: "the string", bool: "the boolean", int: "the integer", float: "the number", list: "the list"}
+    return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
+
+
 def _check_keys(where: str, table: dict, allowed: tuple[str, ...]):
     if not isinstance(table, dict):
-        _fail(where, f"must be a table, got {type(table).__name__}")
+        _fail(where, f"must be a table, got {_describe(table)}")
     for key in table:
         if key not in allowed:
             _fail(f"{where} {key}", f"unknown key; allowed: {', '.join(allowed)}")
 
 
-def _section(cls, where: str, table: dict):
-    """Build a frozen section dataclass from a TOML table, rejecting unknown keys."""
+def _no_repeats(where: str, what: str, values, *, key):
+    seen = set()
+    for v in values:
+        if key(v) in seen:
+            _fail(where, f"lists {what} {v!r} twice; allowed: distinct values (each would repeat the same runs)")
+        seen.add(key(v))
+
+
+def _toml_ready(value):
+    """Tuples as lists, recursively (TOML and tomli_w know lists only)."""
+    if isinstance(value, (tuple, list)):
+        return [_toml_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _toml_ready(v) for k, v in value.items()}
+    return value
+
+
+def _section(cls, name: str, table):
+    """Build a section dataclass (validated on construction) from a TOML table."""
     names = tuple(f.name for f in dataclasses.fields(cls))
-    table = {k.replace("-", "_"): v for k, v in (table or {}).items()}
-    _check_keys(where, table, names)
-    obj = cls(**table)
-    obj.validate(where)
-    return obj
+    if not isinstance(table, dict):
+        _fail(name, f"must be a table (a [{name}] section), got {_describe(table)}; "
+                    f"allowed: a table with keys {', '.join(names)}")
+    table = {str(k).replace("-", "_"): v for k, v in table.items()}
+    _check_keys(f"[{name}]", table, names)
+    return cls(**table)
+
+
+class _Section:
+    """Base of the sections: every instance is validated when it is built.
+
+    So ``DataConfig(dataset="mnist")``, ``dataclasses.replace(...)`` and
+    :meth:`Scenario.from_dict` all fail the same way, with one line.
+    """
+
+    SECTION = ""
+    TUPLES: tuple[str, ...] = ()  # list-valued fields, stored as tuples
+
+    def __post_init__(self):
+        for name in self.TUPLES:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        where = f"[{self.SECTION}]"
+        try:
+            self.validate(where)
+        except TypeError as exc:  # e.g. a list where a name belongs (unhashable)
+            _fail(where, f"a value has the wrong type ({exc})")
+
+    def validate(self, where: str):  # pragma: no cover - every section overrides it
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
+    SECTION = "data"
+
     dataset: str = "adult"
     sensitive: str | None = None
     test_size: float = 0.3
@@ -97,18 +156,15 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class CollectiveConfig:
+class CollectiveConfig(_Section):
+    SECTION = "collective"
+    TUPLES = ("methods", "alphas", "budgets")
+
     methods: tuple = ("rb-prob", "rb-label", "rb-dist", "random")
     alphas: tuple = PAPER_ALPHAS
     budgets: tuple = PAPER_BUDGETS
     reference: Any = "all"
     k: int = 10
-
-    def __post_init__(self):
-        for name in ("methods", "alphas", "budgets"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
 
     def validate(self, where: str):
         for name in ("methods", "alphas", "budgets"):
@@ -123,6 +179,7 @@ class CollectiveConfig:
         for a in self.alphas:
             if not _is_num(a) or not 0 < a <= 1:
                 _fail(f"{where} alphas", f"{a!r} is out of range; allowed: numbers in (0, 1]")
+        _no_repeats(f"{where} alphas", "alpha", self.alphas, key=float)
         for b in self.budgets:
             if _is_int(b):
                 if b < 0:
@@ -132,6 +189,8 @@ class CollectiveConfig:
                     _fail(f"{where} budgets", f"{b!r} is out of range; allowed: int counts >= 0 or fractions in [0, 1]")
             else:
                 _fail(f"{where} budgets", f"{b!r} is not a number; allowed: int counts >= 0 or fractions in [0, 1]")
+        # The int 1 (one flip) and the float 1.0 (the whole pool) are different budgets.
+        _no_repeats(f"{where} budgets", "budget", self.budgets, key=lambda b: (_is_int(b), b))
         if not (self.reference == "all" or (_is_int(self.reference) and self.reference >= 1)):
             _fail(f"{where} reference", f"{self.reference!r} is not allowed; allowed: \"all\" or an int n >= 1 of majority rows")
         if not _is_int(self.k) or self.k < 1:
@@ -139,7 +198,9 @@ class CollectiveConfig:
 
 
 @dataclass(frozen=True)
-class FirmConfig:
+class FirmConfig(_Section):
+    SECTION = "firm"
+
     model: str = "logistic-regression"
     params: dict = field(default_factory=dict)
 
@@ -148,23 +209,31 @@ class FirmConfig:
             _fail(f"{where} model", f"unknown model {self.model!r}; allowed: {', '.join(FIRM_MODELS)}, or 'module:Class'")
         if not isinstance(self.params, dict):
             _fail(f"{where} params", "must be a table of estimator parameters")
-        from server.firm import make_estimator
-
-        try:
+        if self.model not in FIRM_MODELS:
+            try:  # imported and inspected, never called, unless it is a scikit-learn classifier class
+                estimator_class(self.model)
+            except ValueError as exc:
+                _fail(f"{where} model", str(exc))
+        try:  # scikit-learn's own parameter validation: a bad value fails here, not at fit time
             make_estimator(self.model, self.params)
-        except (TypeError, ValueError) as exc:
-            _fail(f"{where} model", f"cannot build {self.model!r} with params {self.params}: {exc}")
+        except ValueError as exc:
+            _fail(f"{where} params", str(exc))
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(_Section):
+    SECTION = "engine"
+
     backend: str = "vectorised"
     n_jobs: int = 2
     warm_start: bool = True
+    executor: str = "processes"
 
     def validate(self, where: str):
         if self.backend not in BACKENDS:
             _fail(f"{where} backend", f"unknown backend {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.executor not in EXECUTORS:
+            _fail(f"{where} executor", f"unknown executor {self.executor!r}; allowed: {', '.join(EXECUTORS)}")
         if not _is_int(self.n_jobs) or self.n_jobs == 0 or self.n_jobs < -1:
             _fail(f"{where} n_jobs", f"{self.n_jobs!r} is not allowed; allowed: an int >= 1, or -1 for all cores")
         if not isinstance(self.warm_start, bool):
@@ -172,8 +241,10 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class FlowerConfig:
+class FlowerConfig(_Section):
     """Options of the ``flower`` backend (ignored by the vectorised one)."""
+
+    SECTION = "flower"
 
     agents_per_node: int = 100
     rounds: int = 1
@@ -197,23 +268,25 @@ _UNIT_GRIDS = {"threshold-optimizer", "calibrated-eqodds", "reweighing", "massag
 
 
 @dataclass(frozen=True)
-class BaselinesConfig:
+class BaselinesConfig(_Section):
     """Optional ``[baselines]``: firm-side fairness methods run on the same splits.
 
     ``grids`` overrides a baseline's trade-off grid, ``params`` adds fixed
     constructor parameters (``{"calibrated-eqodds": {"cost_constraint": "fnr"}}``).
     """
 
+    SECTION = "baselines"
+    TUPLES = ("methods",)
+
     methods: tuple = ()
     grids: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if isinstance(self.methods, list):
-            object.__setattr__(self, "methods", tuple(self.methods))
         if isinstance(self.grids, dict):
             grids = {k: tuple(v) if isinstance(v, list) else v for k, v in self.grids.items()}
             object.__setattr__(self, "grids", grids)
+        super().__post_init__()
 
     def validate(self, where: str):
         from server.baselines import BASELINE_PARAMS, BASELINES, COST_CONSTRAINTS  # fairlearn: import on use
@@ -263,7 +336,7 @@ class BaselinesConfig:
 
 
 @dataclass(frozen=True)
-class DefenceConfig:
+class DefenceConfig(_Section):
     """Optional ``[defence]``: the firm audits the labels it receives and acts on flagged ones.
 
     ``methods``, ``alphas`` and ``budgets`` select the collective's cells to
@@ -272,6 +345,9 @@ class DefenceConfig:
     minority positive rate); ``adaptive`` adds the collective that flips only
     candidates it expects the audit to find plausible.
     """
+
+    SECTION = "defence"
+    TUPLES = ("audits", "actions", "methods", "alphas", "budgets")
 
     audits: tuple = ("confident-learning", "trusted-sample")
     actions: tuple = ("drop", "downweight", "revert")
@@ -283,12 +359,6 @@ class DefenceConfig:
     cv: int = 5
     flag_weight: float = 0.5
     adaptive: bool = True
-
-    def __post_init__(self):
-        for name in ("audits", "actions", "methods", "alphas", "budgets"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
 
     def validate(self, where: str):
         # Names mirror server.defences (not imported: it pulls in fairlearn).
@@ -344,7 +414,11 @@ class DefenceConfig:
 
 @dataclass(frozen=True)
 class Scenario:
-    """One experiment: a grid of (seed, method, alpha, budget) runs."""
+    """One experiment: a grid of (seed, method, alpha, budget) runs.
+
+    Validated whenever it is built (directly, by :meth:`from_dict`, :meth:`replace`
+    or ``dataclasses.replace``); sections may be given as tables (dicts).
+    """
 
     name: str = "paper-adult"
     description: str = ""
@@ -366,6 +440,34 @@ class Scenario:
     }
     OPTIONAL = {"baselines": BaselinesConfig, "defence": DefenceConfig}
 
+    def __post_init__(self):
+        set_ = functools.partial(object.__setattr__, self)
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name) or ".." in self.name:
+            _fail("name", f"{self.name!r} is not allowed (it names the results folder); allowed: letters, digits, "
+                          "'.', '_' and '-', not starting with '.' and without '..'")
+        if not isinstance(self.description, str):
+            _fail("description", "must be a string")
+        seeds = (self.seeds,) if _is_int(self.seeds) else self.seeds
+        if not isinstance(seeds, (list, tuple)) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+            _fail("seeds", f"{self.seeds!r} is not allowed; allowed: a non-empty list of ints >= 0")
+        if len(set(seeds)) != len(seeds):
+            _fail("seeds", "lists a seed twice")
+        set_("seeds", tuple(int(s) for s in seeds))
+        for name, cls in {**self.SECTIONS, **self.OPTIONAL}.items():
+            value = getattr(self, name)
+            if value is None and name in self.OPTIONAL:
+                continue
+            if not isinstance(value, cls):
+                set_(name, _section(cls, name, value))
+        if "oracle" in self.collective.methods and self.data.dataset not in SYNTHETIC:
+            _fail("[collective] methods", f"'oracle' needs a synthetic dataset ({', '.join(SYNTHETIC)})")
+        if self.defence is not None:
+            self.defence.check_against("[defence]", self.collective)
+        # The one place this rule lives: `--backend flower` reaches it through replace().
+        if self.compares and self.engine.backend != "vectorised":
+            _fail("[engine] backend", f"{self.engine.backend!r} cannot run [baselines] or [defence]; "
+                                      "allowed: 'vectorised' (or drop [baselines] and [defence])")
+
     @property
     def compares(self) -> bool:
         """Whether the scenario runs firm-side baselines or defences."""
@@ -373,72 +475,67 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, raw: dict, *, source: str = "scenario") -> "Scenario":
-        top = ("name", "description", "seeds", *cls.SECTIONS, *cls.OPTIONAL)
+        """Build and validate a scenario from TOML tables; errors start with ``source``."""
+        top = tuple(f.name for f in dataclasses.fields(cls))
         _check_keys(source, raw, top)
-        kwargs: dict[str, Any] = {}
-        for key in ("name", "description"):
-            if key in raw:
-                if not isinstance(raw[key], str) or (key == "name" and not raw[key].strip()):
-                    _fail(f"{source}: {key}", "must be a non-empty string")
-                kwargs[key] = raw[key]
-        if "seeds" in raw:
-            seeds = raw["seeds"]
-            if _is_int(seeds):
-                seeds = [seeds]
-            if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-                _fail(f"{source}: seeds", f"{raw['seeds']!r} is not allowed; allowed: a non-empty list of ints >= 0")
-            if len(set(seeds)) != len(seeds):
-                _fail(f"{source}: seeds", "lists a seed twice")
-            kwargs["seeds"] = tuple(seeds)
-        for name, section_cls in cls.SECTIONS.items():
-            try:
-                kwargs[name] = _section(section_cls, f"{source}: [{name}]", raw.get(name, {}))
-            except TypeError as exc:  # a wrongly typed table
-                _fail(f"{source}: [{name}]", str(exc))
-        for name, section_cls in cls.OPTIONAL.items():
-            if name in raw:
-                try:
-                    kwargs[name] = _section(section_cls, f"{source}: [{name}]", raw[name])
-                except TypeError as exc:
-                    _fail(f"{source}: [{name}]", str(exc))
-        scenario = cls(**kwargs)
-        if "oracle" in scenario.collective.methods and scenario.data.dataset not in SYNTHETIC:
-            _fail(f"{source}: [collective] methods", f"'oracle' needs a synthetic dataset ({', '.join(SYNTHETIC)})")
-        if scenario.defence is not None:
-            scenario.defence.check_against(f"{source}: [defence]", scenario.collective)
-        if scenario.compares and scenario.engine.backend != "vectorised":
-            _fail(f"{source}: [engine] backend", "[baselines] and [defence] run on the 'vectorised' backend only")
-        return scenario
+        try:
+            return cls(**raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict:
         """A TOML-ready dict that :meth:`from_dict` reads back to an equal scenario."""
-        out = dataclasses.asdict(self)
+        out = _toml_ready(dataclasses.asdict(self))
         for name in self.OPTIONAL:  # absent optional sections stay absent
             if out[name] is None:
                 del out[name]
-        for section in out.values():
-            if isinstance(section, dict):
-                for k, v in section.items():
-                    if isinstance(v, tuple):
-                        section[k] = list(v)
-                    elif isinstance(v, dict):
-                        section[k] = {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
-        out["seeds"] = list(self.seeds)
         if out["data"]["sensitive"] is None:
             del out["data"]["sensitive"]
         return out
 
-    def replace(self, **changes) -> "Scenario":
-        """A copy with top-level fields or ``section__key`` entries changed."""
-        top = {k: v for k, v in changes.items() if "__" not in k}
+    def replace(self, source: str = "scenario", /, **changes) -> "Scenario":
+        """A validated copy with top-level fields or ``section__key`` entries changed.
+
+        ``replace(seeds=(5,), collective__alphas=(0.3,))``; an absent optional section
+        starts from its defaults, ``baselines=None`` drops it. The copy is rebuilt
+        through :meth:`from_dict`, so a bad value is a :class:`ConfigError` whose
+        line starts with ``source``.
+        """
+        raw = self.to_dict()
+        nested = [(k, v) for k, v in changes.items() if "__" in k]
         for key, value in changes.items():
             if "__" in key:
-                section, _, name = key.partition("__")
-                current = top.get(section, getattr(self, section))
-                if current is None:  # an absent optional section starts from its defaults
-                    current = self.OPTIONAL[section]()
-                top[section] = dataclasses.replace(current, **{name: value})
-        return dataclasses.replace(self, **top)
+                continue
+            if value is None and key in self.OPTIONAL:
+                raw.pop(key, None)
+            else:
+                raw[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        for key, value in nested:
+            section, _, name = key.partition("__")
+            table = raw.setdefault(section, {})
+            if table is None:
+                table = raw[section] = {}
+            if isinstance(table, dict):  # else from_dict names the non-table
+                table[name] = value
+        return Scenario.from_dict(raw, source=source)
+
+    def check_data(self, source: str = "scenario") -> None:
+        """Load the scenario's data once, as a run does: the file is there, columns and values occur.
+
+        A :class:`DataError` or :class:`ConfigError` line starting with ``source``.
+        """
+        from .datasets import load_dataset
+
+        options = dict(self.data.options)
+        if self.data.dataset in SYNTHETIC:
+            options.setdefault("random_state", self.seeds[0])
+        try:
+            load_dataset(self.data.dataset, sensitive=self.data.sensitive, **options)
+        except CollectiveFairnessError as exc:
+            raise type(exc)(f"{source}: [data] {self.data.dataset}: {exc}") from None
+        except OSError as exc:
+            raise DataError(f"{source}: [data] {self.data.dataset}: cannot read "
+                            f"{exc.filename or 'its file'} ({exc.strerror})") from None
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
@@ -446,12 +543,26 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     if path is None:
         return Scenario()
     path = Path(path)
+    allowed = "allowed: a UTF-8 TOML scenario file (see configs/)"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a scenario file; {allowed}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          f"{allowed}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the scenario file ({exc.strerror}); {allowed}") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    if not raw:
+        # An empty file is a mistake, not a request for the default experiment.
+        raise ConfigError(f"{path}: the file is empty (no settings); {allowed}, or no CONFIG to run the "
+                          "default experiment")
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("options"), dict):
         file = data["options"].get("path")

@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from agents.errors import ConfigError
-from simulations.scenario import PAPER_ALPHAS, Scenario, load_scenario
+from agents.errors import ConfigError, DataError
+from simulations.backends import BACKENDS
+from simulations.datasets import DATASETS, SYNTHETIC
+from simulations.executors import EXECUTORS
+from simulations.scenario import PAPER_ALPHAS, CollectiveConfig, DataConfig, EngineConfig, Scenario, load_scenario
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -60,6 +63,25 @@ def test_round_trip(tmp_path):
         ({"flower": {"agents-per-node": 0}}, "agents-per-node: 0 is not allowed; allowed: an int >= 1"),
         ({"seeds": [1, 1]}, "seeds: lists a seed twice"),
         ({"seeds": [-1]}, "seeds: [-1] is not allowed"),
+        ({"collective": {"alphas": [0.1, 0.2, 0.1]}}, "[collective] alphas: lists alpha 0.1 twice; allowed: distinct"),
+        ({"collective": {"budgets": [0.2, 5, 0.2]}}, "[collective] budgets: lists budget 0.2 twice; allowed: distinct"),
+        ({"collective": {"budgets": [5, 5]}}, "[collective] budgets: lists budget 5 twice"),
+        ({"engine": {"executor": "spark"}}, "[engine] executor: unknown executor 'spark'; allowed: serial, processes"),
+        ({"firm": {"params": {"C": "high"}}}, "[firm] params: cannot build 'logistic-regression' with params {'C': 'high'}: "
+                                              "The 'C' parameter of LogisticRegression must be a float"),
+        ({"firm": {"model": "random-forest", "params": {"n_estimators": 0}}}, "[firm] params: cannot build 'random-forest'"),
+        ({"firm": {"model": "sklearn.linear_model:LinearRegression"}}, "[firm] model: firm model "
+         "'sklearn.linear_model:LinearRegression' is not a scikit-learn classifier; allowed: a scikit-learn classifier class"),
+        ({"firm": {"model": "collections:OrderedDict"}}, "is not a scikit-learn classifier"),
+        ({"firm": {"model": "no_such_module_xyz:Model"}}, "[firm] model: cannot import firm model"),
+        ({"name": "../outside"}, "name: '../outside' is not allowed (it names the results folder); allowed: letters, digits"),
+        ({"name": "a/b"}, "name: 'a/b' is not allowed"),
+        ({"name": ".hidden"}, "name: '.hidden' is not allowed"),
+        ({"name": "a..b"}, "name: 'a..b' is not allowed"),
+        ({"name": "two words"}, "name: 'two words' is not allowed"),
+        ({"name": ""}, "name: '' is not allowed"),
+        ({"baselines": {"methods": ["reweighing"]}, "engine": {"backend": "flower"}},
+         "[engine] backend: 'flower' cannot run [baselines] or [defence]; allowed: 'vectorised'"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path, raw, message):
@@ -87,3 +109,131 @@ def test_replace_changes_sections():
     s = Scenario().replace(seeds=(5,), collective__alphas=(0.3,), engine__n_jobs=1)
     assert s.seeds == (5,) and s.collective.alphas == (0.3,) and s.engine.n_jobs == 1
     assert s.collective.methods == Scenario().collective.methods
+
+
+def test_registries_are_the_single_lists_of_names():
+    assert SYNTHETIC == ("synthetic", "toy") and set(SYNTHETIC) <= set(DATASETS)
+    for value, cls, key in ((DATASETS, DataConfig, "dataset"), (BACKENDS, EngineConfig, "backend"),
+                            (EXECUTORS, EngineConfig, "executor")):
+        with pytest.raises(ConfigError) as info:
+            cls(**{key: "nope"})
+        assert f"allowed: {', '.join(value)}" in str(info.value)
+    assert Scenario().engine.executor == "processes"
+    assert load_scenario(None).replace(engine__executor="serial").engine.executor == "serial"
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"collective__alphas": (5.0,)}, "[collective] alphas: 5.0 is out of range"),
+        ({"collective__methods": ("magic",)}, "unknown method 'magic'"),
+        ({"engine__n_jobs": 0}, "[engine] n_jobs: 0 is not allowed"),
+        ({"collective__alpha": (0.1,)}, "[collective] alpha: unknown key"),
+        ({"seeds": (0, 0)}, "seeds: lists a seed twice"),
+        ({"name": "../x"}, "name: '../x' is not allowed"),
+        ({"data": "toy"}, "data: must be a table"),
+        ({"defence__alphas": (0.9,)}, "[defence] alphas: 0.9 is not in [collective] alphas"),
+        ({"collective__methods": ("oracle",)}, "'oracle' needs a synthetic dataset"),
+    ],
+)
+def test_replace_validates_like_a_file(changes, message):
+    with pytest.raises(ConfigError) as info:
+        Scenario().replace(**changes)
+    assert message in str(info.value) and str(info.value).startswith("scenario: ")
+    with pytest.raises(ConfigError, match="^x.toml with --seeds: "):
+        Scenario().replace("x.toml with --seeds", **changes)
+
+
+def test_constructors_validate_too():
+    with pytest.raises(ConfigError, match=r"^\[collective\] alphas: 5.0 is out of range"):
+        CollectiveConfig(alphas=(5.0,))
+    with pytest.raises(ConfigError, match=r"^\[data\] dataset: unknown dataset 'mnist'"):
+        DataConfig(dataset="mnist")
+    with pytest.raises(ConfigError, match=r"^name: '\.\./x' is not allowed"):
+        Scenario(name="../x")
+    with pytest.raises(ConfigError, match=r"^scenario: \[engine\] n_jobs: -5"):
+        Scenario(engine=EngineConfig(n_jobs=1)).replace(engine__n_jobs=-5)
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=r"^seeds: lists a seed twice"):
+        dataclasses.replace(Scenario(), seeds=(1, 1))
+    # Sections may be given as tables; the result is the same as from a file.
+    built = Scenario(name="t", data={"dataset": "toy"}, collective={"methods": ["random"]})
+    assert built.data == DataConfig(dataset="toy") and built.collective.methods == ("random",)
+
+
+def test_replace_keeps_sections_and_drops_optional_ones():
+    from simulations.scenario import BaselinesConfig
+
+    s = Scenario(name="t", data={"dataset": "toy"}).replace(baselines=BaselinesConfig(methods=("reweighing",)))
+    assert s.baselines.methods == ("reweighing",) and s.compares
+    assert s.replace(baselines__methods=("massaging",)).baselines.methods == ("massaging",)
+    assert s.replace(baselines=None).baselines is None
+    assert s.replace(seeds=(3,)).replace(seeds=(0, 1, 2)) == s
+
+
+@pytest.mark.parametrize("section", ["data", "collective", "firm", "engine", "flower", "baselines", "defence"])
+@pytest.mark.parametrize("value", ['"toy"', "3", "[1, 2]", "true"])
+def test_a_section_that_is_not_a_table(tmp_path, section, value):
+    with pytest.raises(ConfigError) as info:
+        load_scenario(write(tmp_path, f"{section} = {value}\n"))
+    text = str(info.value)
+    assert text.startswith(f"{tmp_path / 's.toml'}: {section}: must be a table (a [{section}] section), got ")
+    assert "allowed: a table with keys" in text and "\n" not in text
+
+
+def test_unreadable_scenario_files(tmp_path):
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(ConfigError, match="folder.toml: is a directory, not a scenario file; allowed: a UTF-8 TOML"):
+        load_scenario(tmp_path / "folder.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml: not UTF-8 text \(byte 0xe9 at offset 11\); allowed"):
+        load_scenario(latin)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_scenario_file_is_an_error_not_the_default(tmp_path, text):
+    with pytest.raises(ConfigError, match="s.toml: the file is empty"):
+        load_scenario(write(tmp_path, text))
+    assert load_scenario(None) == Scenario()  # no file at all: the default experiment
+
+
+def test_firm_model_path_is_inspected_never_called(tmp_path, monkeypatch):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: calls.append(a))
+    with pytest.raises(ConfigError, match=r"\[firm\] model: firm model 'subprocess:call' is a function, not a class"):
+        load_scenario(write(tmp_path, {"firm": {"model": "subprocess:call"}}))
+    assert calls == []
+    ok = load_scenario(write(tmp_path, {"firm": {"model": "sklearn.tree:DecisionTreeClassifier",
+                                                 "params": {"max_depth": 3}}}))
+    assert ok.firm.params == {"max_depth": 3}
+
+
+def _csv_scenario(tmp_path, frame, **options):
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    raw = {"name": "csv", "data": {"dataset": "csv", "sensitive": "g",
+                                   "options": {"path": "d.csv", "label": "y", "favourable": 1, "protected": "b",
+                                               **options}}}
+    return load_scenario(write(tmp_path, raw))
+
+
+def test_check_data_loads_the_data_as_a_run_would(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"x": range(8), "g": list("abab" * 2), "y": [0, 1] * 4})
+    _csv_scenario(tmp_path, frame).check_data("s.toml")  # fine
+    with pytest.raises(DataError, match=r"^s.toml: \[data\] csv: favourable=7 does not occur in column 'y'"):
+        _csv_scenario(tmp_path, frame, favourable=7).check_data("s.toml")
+    three = frame.assign(g=list("abcd" * 2))
+    with pytest.raises(DataError, match=r"^s.toml: \[data\] csv: sensitive column 'g' of d.csv has 4 distinct"):
+        _csv_scenario(tmp_path, three).check_data("s.toml")
+    (tmp_path / "d.csv").unlink()
+    s = load_scenario(tmp_path / "s.toml")  # a file that vanished after validation
+    with pytest.raises(DataError, match="does not exist"):
+        s.check_data()
+    with pytest.raises(ConfigError, match=r"^scenario: \[data\] toy: option n=5 is not allowed"):
+        Scenario(name="t", data={"dataset": "toy", "options": {"n": 5}}).check_data()
+    Scenario(name="t", data={"dataset": "adult"}).check_data()  # bundled
