@@ -1,12 +1,20 @@
-"""The ``collective-fairness`` command line."""
+"""The ``collective-fairness`` command line.
+
+Every bad input is one line on stderr (``collective-fairness: error: ...``) and exit
+code 2, with nothing written. Interrupting (Ctrl-C, SIGTERM) stops the worker
+processes and backends before exiting; the same command resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
-from agents.errors import CollectiveFairnessError
+from agents.errors import CollectiveFairnessError, ConfigError
+
+from .backends import BACKENDS
 
 __all__ = ["main"]
 
@@ -24,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", nargs="?", help="scenario TOML file (see configs/)")
     run.add_argument("--out", type=Path, help="results folder (default: results/<scenario name>)")
     run.add_argument("--seeds", help="comma-separated seeds, overriding the scenario's")
-    run.add_argument("--backend", choices=("vectorised", "flower"), help="override [engine] backend")
+    run.add_argument("--backend", choices=tuple(BACKENDS), help="override [engine] backend")
     run.add_argument("--jobs", type=int, help="worker processes for the firm's fits (default: [engine] n_jobs)")
     run.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
@@ -33,14 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="summarise a results folder and redraw its figures")
     rep.add_argument("results", type=Path, help="results folder (or its runs.csv)")
 
-    val = sub.add_parser("validate", help="check scenario files without running them")
+    val = sub.add_parser("validate", help="check scenario files and their data without running them")
     val.add_argument("configs", nargs="+", type=Path)
     return p
 
 
 def _seeds(text: str) -> tuple[int, ...]:
-    from agents.errors import ConfigError
-
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
@@ -55,17 +61,20 @@ def _run(args) -> int:
     from .scenario import load_scenario
 
     scenario = load_scenario(args.config)
-    changes = {}
+    source = str(args.config) if args.config else "default scenario"
+    changes, flags = {}, []
     if args.seeds:
         changes["seeds"] = _seeds(args.seeds)
+        flags.append(f"--seeds {args.seeds}")
     if args.backend:
         changes["engine__backend"] = args.backend
-    if changes:
-        scenario = scenario.replace(**changes)
+        flags.append(f"--backend {args.backend}")
+    if changes:  # validated like the file itself
+        source = f"{source} with {' '.join(flags)}"
+        scenario = scenario.replace(source, **changes)
     if args.jobs is not None and (args.jobs == 0 or args.jobs < -1):
-        from agents.errors import ConfigError
-
         raise ConfigError(f"--jobs {args.jobs}: allowed: an int >= 1, or -1 for all cores")
+    scenario.check_data(source)  # before anything is written
     out = args.out or DEFAULT_OUT / scenario.name
     _, summary = run_into(scenario, out, fresh=args.fresh, n_jobs=args.jobs,
                           progress=not args.quiet, plots=not args.no_plots)
@@ -80,11 +89,14 @@ def _report(args) -> int:
 
     folder = ResultsFolder.open(args.results)
     runs = folder.runs()
-    print(write_summary(runs, folder.path))
-    figures = plot_all(runs, folder.path)
-    for path in figures:
-        print(f"figure: {path}")
-    print(f"report: {write_html(folder, runs, figures, sections=comparison_sections(runs))}")
+    try:
+        print(write_summary(runs, folder.path))
+        figures = plot_all(runs, folder.path)
+        for path in figures:
+            print(f"figure: {path}")
+        print(f"report: {write_html(folder, runs, figures, sections=comparison_sections(runs))}")
+    except OSError as exc:
+        raise folder.unwritable(exc) from None
     return 0
 
 
@@ -93,6 +105,7 @@ def _validate(args) -> int:
 
     for path in args.configs:
         scenario = load_scenario(path)
+        scenario.check_data(str(path))  # the data files and column values, as `run` would load them
         c = scenario.collective
         n = len(scenario.seeds) * len(c.methods) * len(c.alphas) * len(c.budgets)
         extra = ""
@@ -105,17 +118,64 @@ def _validate(args) -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C so that ``finally`` blocks (locks, workers) run."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; cleanup must not be interrupted
+    raise _Terminated()
+
+
+_NOT_INSTALLED = object()
+
+
+def _install(sig, handler):
+    """Set a signal handler; returns the previous one (to restore), or _NOT_INSTALLED off the main thread."""
+    try:
+        previous = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return _NOT_INSTALLED
+    return signal.SIG_DFL if previous is None else previous
+
+
+def _restore(sig, previous) -> None:
+    if previous is not _NOT_INSTALLED:
+        signal.signal(sig, previous)
+
+
+def _stop_workers() -> None:
+    """Stop what the run started: local worker processes and backend sessions (Ray, SuperLinks)."""
+    from .backends import close_backends
+    from .executors import shutdown_workers
+
+    for stop in (shutdown_workers, close_backends):
+        try:
+            stop()
+        except Exception as exc:  # noqa: BLE001 - best effort on the way out
+            print(f"collective-fairness: warning: {stop.__name__} failed: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": _run, "report": _report, "validate": _validate}[args.command]
+    previous = _install(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)
     except CollectiveFairnessError as exc:
         print(f"collective-fairness: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("collective-fairness: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+    finally:
+        interrupt = _install(signal.SIGINT, signal.SIG_IGN)  # the cleanup itself is not interrupted
+        _install(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _stop_workers()
+        finally:
+            _restore(signal.SIGINT, interrupt)
+            _restore(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,15 +6,23 @@ every run (``runs.csv``) and a ``manifest.json`` (versions, seeds, timings).
 Every file is written to a temporary name and renamed into place, so a
 killed run leaves either the old file or the new one, never half of one, and
 ``run`` picks up from the last finished seed.
+
+One run at a time: a run holds an exclusive ``flock`` on ``.lock`` in the
+folder (the kernel drops it when the process dies, so a killed run never
+blocks the next). A run of the same scenario with more seeds extends the
+folder; a different scenario needs ``--fresh``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import shutil
 import tempfile
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -24,7 +32,10 @@ import tomli_w
 from agents.errors import ConfigError, DataError
 from .scenario import Scenario
 
-__all__ = ["ResultsFolder", "atomic_write_bytes", "atomic_write_text", "environment"]
+__all__ = ["REQUIRED_COLUMNS", "ResultsFolder", "atomic_write_bytes", "atomic_write_text", "environment"]
+
+# What `report` needs of a runs.csv (tables with a "family" column also need "defence" and "adaptive").
+REQUIRED_COLUMNS = ("seed", "method", "alpha", "budget", "budget_kind", "flips", "error", "eqod")
 
 
 _UMASK = os.umask(0)
@@ -64,8 +75,14 @@ def environment() -> dict:
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
 
 
+def _without_seeds(raw: dict) -> dict:
+    return {k: v for k, v in raw.items() if k != "seeds"}
+
+
 class ResultsFolder:
     """One scenario's results on disk."""
+
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -81,27 +98,93 @@ class ResultsFolder:
     def _partial(self, seed: int) -> Path:
         return self.path / "partial" / f"seed-{seed}.csv"
 
-    def start(self, scenario: Scenario, *, fresh: bool = False) -> list[int]:
-        """Claim the folder for ``scenario``; returns the seeds already finished.
+    def unwritable(self, exc: OSError) -> DataError:
+        """The one-line error for a folder that cannot be written."""
+        what = exc.strerror or str(exc)
+        return DataError(f"{self.path}: cannot write the results folder ({what}); "
+                         "allowed: a writable folder (make it writable or choose another with --out)")
 
-        Resuming is only allowed for the same scenario: mixing the checkpoints
-        of two different scenarios would silently corrupt the table.
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder for one run; a second run into it fails with one line naming this one's pid.
+
+        ``flock`` (exclusive, non-blocking) on ``.lock``: released when the run ends, fails or is
+        killed (the kernel drops it with the process), so a stale lock file never blocks.
         """
-        text = tomli_w.dumps(scenario.to_dict())
-        if fresh and (self.path / "partial").exists():
-            shutil.rmtree(self.path / "partial")
-        if self.scenario_toml.exists() and not fresh:
-            if self.scenario_toml.read_text(encoding="utf-8") != text:
-                if any((self.path / "partial").glob("seed-*.csv")):
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        except OSError as exc:
+            raise self.unwritable(exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise DataError(f"{self.path} is in use by another run (pid {pid}); "
+                                "wait for it or use --out") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield self
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _stored(self) -> dict | None:
+        """The scenario the folder holds, as TOML tables (None: none, or unreadable)."""
+        try:
+            return tomllib.loads(self.scenario_toml.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return {}
+
+    def start(self, scenario: Scenario, *, fresh: bool = False) -> tuple[Scenario, list[int]]:
+        """Claim the folder for ``scenario``; returns the scenario it now holds and the seeds already finished.
+
+        The same scenario with other seeds extends the folder: its seeds become the union
+        (stored order, then the new ones) and finished seeds are kept. Any other difference
+        needs ``fresh``: mixing the checkpoints of two scenarios would silently corrupt the table.
+        Call it while holding :meth:`lock`.
+        """
+        try:
+            if fresh and (self.path / "partial").exists():
+                shutil.rmtree(self.path / "partial")
+            stored = None if fresh else self._stored()
+            if stored is not None:
+                new = tomllib.loads(tomli_w.dumps(scenario.to_dict()))  # compared as TOML reads them back
+                if stored and _without_seeds(stored) == _without_seeds(new):
+                    old = [s for s in stored.get("seeds", []) if isinstance(s, int)]
+                    seeds = tuple(dict.fromkeys([*old, *scenario.seeds]))
+                    if seeds != scenario.seeds:
+                        scenario = scenario.replace(str(self.scenario_toml), seeds=seeds)
+                elif any((self.path / "partial").glob("seed-*.csv")):
                     raise ConfigError(
                         f"{self.path}: holds results of a different scenario; pass --fresh to overwrite "
                         "them or --out to use another folder"
                     )
-        atomic_write_text(self.scenario_toml, text)
-        return [s for s in scenario.seeds if self._partial(s).exists()]
+            atomic_write_text(self.scenario_toml, tomli_w.dumps(scenario.to_dict()))
+        except OSError as exc:
+            raise self.unwritable(exc) from None
+        return scenario, [s for s in scenario.seeds if self._partial(s).exists()]
 
     def save_seed(self, seed: int, frame: pd.DataFrame) -> None:
-        atomic_write_text(self._partial(seed), frame.to_csv(index=False))
+        """Checkpoint one finished seed; if the folder cannot take it, its rows go to a temporary file."""
+        text = frame.to_csv(index=False)
+        target = self._partial(seed)
+        try:
+            atomic_write_text(target, text)
+            return
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        try:
+            fd, rescue = tempfile.mkstemp(prefix=f"collective-fairness-seed-{seed}-", suffix=".csv")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise DataError(f"{target}: cannot write the checkpoint of seed {seed} ({why}), nor a copy in "
+                            f"{tempfile.gettempdir()} ({exc.strerror}); the seed must be run again") from None
+        raise DataError(f"{target}: cannot write the checkpoint of seed {seed} ({why}); its rows are saved in "
+                        f"{rescue}: make the folder writable, move that file to {target} and run again to resume")
 
     def load_seed(self, seed: int) -> pd.DataFrame:
         return pd.read_csv(self._partial(seed))
@@ -124,10 +207,23 @@ class ResultsFolder:
         return folder
 
     def runs(self) -> pd.DataFrame:
+        """The table of every run, checked to hold what the summaries and figures need."""
         try:
-            return pd.read_csv(self.runs_csv)
+            runs = pd.read_csv(self.runs_csv)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise DataError(f"{self.runs_csv}: not a readable results table ({exc})") from None
+            first = " ".join(str(exc).split())
+            raise DataError(f"{self.runs_csv}: not a readable results table ({first})") from None
+        except OSError as exc:
+            raise DataError(f"{self.runs_csv}: cannot read ({exc.strerror})") from None
+        needed = REQUIRED_COLUMNS + (("defence", "adaptive") if "family" in runs.columns else ())
+        missing = [c for c in needed if c not in runs.columns]
+        if missing:
+            raise DataError(f"{self.runs_csv}: missing column(s) {', '.join(missing)}; allowed: a runs.csv "
+                            f"written by 'collective-fairness run' (columns {', '.join(needed)}, ...)")
+        if not (runs["method"] == "base").any() or (runs["method"] == "base").all():
+            raise DataError(f"{self.runs_csv}: needs base-model rows (method 'base') and collective rows; "
+                            "allowed: a runs.csv written by 'collective-fairness run'")
+        return runs
 
     def scenario(self) -> Scenario | None:
         from .scenario import load_scenario

@@ -9,7 +9,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import engine
-from agents.errors import ConfigError
+from .backends import get_backend
+from .datasets import SYNTHETIC
+from .executors import make_executor
 from .report import comparison_sections, plot_all, write_html, write_summary
 from .results import ResultsFolder
 from .scenario import Scenario
@@ -18,12 +20,8 @@ __all__ = ["backend_run_seed", "run_into"]
 
 
 def backend_run_seed(scenario: Scenario):
-    """The ``run_seed(scenario, seed, *, dataset, on_fit)`` function of the scenario's backend."""
-    if scenario.engine.backend == "flower":
-        from .flower_backend import run_seed
-
-        return run_seed
-    return engine.run_seed
+    """The ``run_seed(scenario, seed, *, dataset, executor, on_fit)`` of the scenario's backend."""
+    return get_backend(scenario.engine.backend).run_seed
 
 
 def run_into(
@@ -35,29 +33,37 @@ def run_into(
     progress: bool = True,
     plots: bool = True,
 ) -> tuple[pd.DataFrame, str]:
-    """Run every unfinished seed, checkpointing each, then write table, summary and plots."""
-    if scenario.compares and scenario.engine.backend != "vectorised":
-        raise ConfigError("[baselines] and [defence] run on the 'vectorised' backend only; drop --backend flower")
+    """Run every unfinished seed, checkpointing each, then write table, summary and plots.
+
+    The folder is locked for the whole run (a second run into it fails with one line).
+    If it already holds the same scenario with other seeds, its seeds become the union
+    and the table covers all of them; only unfinished seeds run.
+    """
     folder = ResultsFolder(out_dir)
-    done = set(folder.start(scenario, fresh=fresh))
-    run_seed = backend_run_seed(scenario)
-    todo = [s for s in scenario.seeds if s not in done]
-    per_seed = engine.count_fits(scenario)
-    timings = {}
-    dataset = None
-    with tqdm(total=per_seed * len(scenario.seeds), initial=per_seed * len(done), disable=not progress,
-              unit="run", desc=scenario.name) as bar:
-        for seed in todo:
-            start = time.perf_counter()
-            if dataset is None or scenario.data.dataset in ("synthetic", "toy"):
-                dataset = engine.load_data(scenario, seed=seed)
-            kwargs = {"n_jobs": n_jobs} if run_seed is engine.run_seed else {}
-            frame = run_seed(scenario, seed, dataset=dataset, on_fit=bar.update, **kwargs)
-            timings[seed] = round(time.perf_counter() - start, 3)
-            folder.save_seed(seed, frame)
-    runs = pd.concat([folder.load_seed(s) for s in scenario.seeds], ignore_index=True)
-    folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
-    text = write_summary(runs, folder.path)
-    if plots:
-        write_html(folder, runs, plot_all(runs, folder.path), sections=comparison_sections(runs))
+    with folder.lock():
+        scenario, finished = folder.start(scenario, fresh=fresh)
+        done = set(finished)
+        run_seed = backend_run_seed(scenario)
+        executor = make_executor(scenario.engine.executor, scenario.engine.n_jobs if n_jobs is None else n_jobs)
+        todo = [s for s in scenario.seeds if s not in done]
+        per_seed = engine.count_fits(scenario)
+        timings = {}
+        dataset = None
+        with tqdm(total=per_seed * len(scenario.seeds), initial=per_seed * len(done), disable=not progress,
+                  unit="run", desc=scenario.name) as bar:
+            for seed in todo:
+                start = time.perf_counter()
+                if dataset is None or scenario.data.dataset in SYNTHETIC:
+                    dataset = engine.load_data(scenario, seed=seed)
+                frame = run_seed(scenario, seed, dataset=dataset, executor=executor, on_fit=bar.update)
+                timings[seed] = round(time.perf_counter() - start, 3)
+                folder.save_seed(seed, frame)  # unwritable: rows go to a temporary file, one-line error
+        runs = pd.concat([folder.load_seed(s) for s in scenario.seeds], ignore_index=True)
+        try:
+            folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
+            text = write_summary(runs, folder.path)
+            if plots:
+                write_html(folder, runs, plot_all(runs, folder.path), sections=comparison_sections(runs))
+        except OSError as exc:
+            raise folder.unwritable(exc) from None
     return runs, text
