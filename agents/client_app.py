@@ -1,18 +1,20 @@
 """Users as Flower clients: a node holds its own users' records and decides locally.
 
-A node is one user on a device, or a shard of K users in simulation. It reads
-its records ``(user id, x, a, y)`` from the file named in its node config
-(``data-path``) or, in simulation, ``<node-data-dir>/node-<partition-id>.npz``
-from the run config. One node per run is the coalition's coordinator instead:
-its file holds the collective's majority reference rows and grid.
+A node is one user on a device, or a shard of K users in simulation
+(:mod:`agents.node`). It reads its records from the file named in its node
+config (``data-path``) or, in simulation, ``<node-data-dir>/node-<partition-id>.npz``
+from the run config. One node per run is the coalition's coordinator instead.
 
-Message types (all relayed by the ServerApp, which never reads the coalition
-ones; see docs/federated.md):
+The handlers are thin: message formats come from :mod:`agents.protocol`, the
+collective's rule from :mod:`agents.rule` (coordinator half on the
+coordinator, user half on every other node), scorers from
+:mod:`agents.knowledge`. Message types (the ServerApp relays the coalition's
+``query.*`` messages unread; see docs/federated.md):
 
 * ``query.join``        users -> coordinator: membership tickets of minority users.
-* ``query.coordinate``  coordinator: membership cutoffs + shared signal, then thresholds.
+* ``query.coordinate``  coordinator: membership cutoffs + the majority knowledge, then thresholds.
 * ``query.scores``      users -> coordinator: (member ticket, tie ticket, scores) of
-                        members with y = 0, scored locally from the shared signal.
+                        members with y = 0, scored locally from the knowledge.
 * ``train.report``      users -> firm: the reports (x, a, reported y), one reported
                         label row per cell of the grid (row 0: nobody relabels).
 """
@@ -21,138 +23,30 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from .coalition import (
-    budgets_from_arrays,
-    budgets_to_arrays,
-    cell_plan,
-    coalition_thresholds,
-    membership_cutoffs,
-    scorers_from_signal,
-    signal_digest,
-    signal_from_reference,
+from . import rule
+from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
+from .node import CoordinatorData, NodeData, load_node_file
+from .protocol import (
+    ROLE_COORDINATOR,
+    ROLE_USERS,
+    STAGE_CUTOFFS,
+    STAGE_REPEAT,
+    STAGE_THRESHOLDS,
+    CellGrid,
+    Signal,
+    arrays_of,
+    record_of,
 )
-from .decision import Threshold, decide, user_tickets
 
-__all__ = [
-    "CoordinatorData",
-    "NodeData",
-    "app",
-    "arrays_of",
-    "load_node_file",
-    "record_of",
-    "write_coordinator_file",
-    "write_users_file",
-]
+__all__ = ["app", "node_file_path", "reported_labels"]
 
 app = ClientApp()
-
-ROLE_USERS, ROLE_COORDINATOR = "users", "coordinator"
-
-
-# ------------------------------------------------------------------ node files
-
-
-@dataclass(frozen=True)
-class NodeData:
-    """One node's users: only their own records and the collective's ticket keys."""
-
-    user_ids: np.ndarray
-    X: np.ndarray
-    a: np.ndarray
-    y: np.ndarray
-    membership_key: int
-    tie_key: int
-    cf_proba: np.ndarray | None = None  # synthetic data only (oracle method)
-
-    @property
-    def member_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.membership_key)
-
-    @property
-    def tie_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.tie_key)
-
-
-@dataclass(frozen=True)
-class CoordinatorData:
-    """What the coalition's coordinator knows: the grid and the majority reference."""
-
-    methods: tuple
-    alphas: tuple
-    budgets: tuple
-    k: int
-    X_ref: np.ndarray
-    y_ref: np.ndarray
-
-
-def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_proba=None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = dict(
-        role=np.array(ROLE_USERS),
-        user_ids=np.asarray(user_ids, dtype=np.int64),
-        X=np.asarray(X, dtype=np.float64),
-        a=np.asarray(a).astype(np.int8),
-        y=np.asarray(y).astype(np.int8),
-        keys=np.array([membership_key, tie_key], dtype=np.uint64),
-    )
-    if cf_proba is not None:
-        arrays["cf_proba"] = np.asarray(cf_proba, dtype=np.float64)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
-    return path
-
-
-def write_coordinator_file(path, *, methods, alphas, budgets, k, X_ref, y_ref) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    values, is_count = budgets_to_arrays(budgets)
-    with open(path, "wb") as fh:
-        np.savez(
-            fh,
-            role=np.array(ROLE_COORDINATOR),
-            methods=np.array(list(methods), dtype=str),
-            alphas=np.asarray(alphas, dtype=np.float64),
-            budgets=values,
-            budget_is_count=is_count,
-            k=np.array(int(k), dtype=np.int64),
-            X_ref=np.asarray(X_ref, dtype=np.float64),
-            y_ref=np.asarray(y_ref).astype(np.int8),
-        )
-    return path
-
-
-def load_node_file(path) -> NodeData | CoordinatorData:
-    with np.load(path, allow_pickle=False) as f:
-        role = str(f["role"])
-        if role == ROLE_COORDINATOR:
-            return CoordinatorData(
-                methods=tuple(str(m) for m in f["methods"]),
-                alphas=tuple(float(a) for a in f["alphas"]),
-                budgets=budgets_from_arrays(f["budgets"], f["budget_is_count"]),
-                k=int(f["k"]),
-                X_ref=f["X_ref"],
-                y_ref=f["y_ref"],
-            )
-        if role != ROLE_USERS:
-            raise ValueError(f"{path}: unknown node role {role!r}; allowed: users, coordinator")
-        keys = f["keys"]
-        return NodeData(
-            user_ids=f["user_ids"],
-            X=f["X"],
-            a=f["a"],
-            y=f["y"],
-            membership_key=int(keys[0]),
-            tie_key=int(keys[1]),
-            cf_proba=f["cf_proba"] if "cf_proba" in f.files else None,
-        )
 
 
 # Per-process caches: a Ray actor serves many nodes, a device one node.
@@ -192,15 +86,7 @@ def _node(context: Context) -> NodeData | CoordinatorData:
     return _cached(_FILES, key, lambda: load_node_file(key[0]), _FILE_CACHE_SIZE)
 
 
-# ------------------------------------------------------------------ record helpers
-
-
-def record_of(**arrays) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
-def arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
+# ------------------------------------------------------------------ handlers
 
 
 def _reply(msg: Message, **records) -> Message:
@@ -209,9 +95,6 @@ def _reply(msg: Message, **records) -> Message:
 
 def _round(msg: Message) -> int:
     return int(msg.content["round"]["round"])
-
-
-# ------------------------------------------------------------------ handlers
 
 
 @app.query("join")
@@ -230,58 +113,44 @@ def join(msg: Message, context: Context) -> Message:
 
 @app.query("coordinate")
 def coordinate(msg: Message, context: Context) -> Message:
-    """The coordinator: cutoffs and the shared signal, then the thresholds of every cell."""
+    """The coordinator: cutoffs and the majority knowledge, then the thresholds of every cell."""
     node = _node(context)
     if not isinstance(node, CoordinatorData):
         raise ValueError("query.coordinate reached a node that is not the coordinator")
     stage = str(msg.content["stage"]["stage"])
     payloads = [arrays_of(rec) for name, rec in msg.content.array_records.items() if name.startswith("member-")]
-    plan = cell_plan(node.methods, node.alphas, node.budgets)
-    if stage == "cutoffs":
+    grid = node.grid
+    if stage == STAGE_CUTOFFS:
         tickets = np.concatenate([p["member_tickets"] for p in payloads]) if payloads else np.empty(0)
-        cutoffs = membership_cutoffs(tickets, plan.alphas)
-        n_members = np.array([(tickets < c).sum() for c in cutoffs], dtype=np.int64)
+        cutoffs, n_members = rule.membership_cutoffs(tickets, grid.alphas)
         # The coordinator's own memory between its two stages.
         context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]))
-        signal = _cached(
-            _SCORERS, ("signal", *_file_key(context)),
-            lambda: signal_from_reference(plan.methods, node.X_ref, node.y_ref, k=node.k), _SCORER_CACHE_SIZE,
+        knowledge = _cached(
+            _SCORERS, ("knowledge", *_file_key(context)),
+            lambda: knowledge_from_reference(grid.methods, node.X_ref, node.y_ref, k=node.k), _SCORER_CACHE_SIZE,
         )
-        return _reply(
-            msg,
-            cutoffs=record_of(cutoffs=cutoffs),
-            signal=record_of(**signal),
-            plan=ConfigRecord({
-                "methods": list(plan.methods),
-                "n_alphas": len(plan.alphas),
-                "n_budgets": len(plan.budgets),
-                "digest": signal_digest(signal),
-            }),
-        )
-    if stage in ("thresholds", "repeat"):
+        return _reply(msg, cutoffs=record_of(cutoffs=cutoffs), knowledge=record_of(**knowledge),
+                      plan=ConfigRecord({**grid.to_config(), "digest": knowledge_digest(knowledge)}))
+    if stage in (STAGE_THRESHOLDS, STAGE_REPEAT):
         if "coordinator" not in context.state:
             raise ValueError("query.coordinate thresholds before the members joined (no cutoffs yet)")
         memory = arrays_of(context.state["coordinator"])
-        if stage == "thresholds":
+        if stage == STAGE_THRESHOLDS:
             cat = lambda key, shape: np.concatenate([p[key] for p in payloads], axis=-1) if payloads else np.empty(shape)
             cands = dict(member_tickets=cat("member_tickets", 0), tie_tickets=cat("tie_tickets", 0),
-                         scores=cat("scores", (len(plan.methods), 0)))
-            # Scores depend only on each member's x and the signal: while the signal
-            # is unchanged, later rounds reuse them instead of asking everyone again.
+                         scores=cat("scores", (len(grid.methods), 0)))
+            # Scores depend only on each member's x and the knowledge: while it is
+            # unchanged, later rounds reuse them instead of asking everyone again.
             context.state["coordinator-candidates"] = record_of(**cands)
         elif "coordinator-candidates" in context.state:
             cands = arrays_of(context.state["coordinator-candidates"])
         else:
             raise ValueError("query.coordinate repeat before any member sent scores")
-        t = coalition_thresholds(plan, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
-                                 cands["tie_tickets"], cands["scores"])
-        return _reply(
-            msg,
-            thresholds=record_of(cutoffs=t.cutoffs, score=t.score, ticket=t.ticket),
-            plan=ConfigRecord({"methods": list(plan.methods), "n_alphas": len(plan.alphas), "n_budgets": len(plan.budgets)}),
-            summary=record_of(n_members=t.n_members, pool_size=t.pool_size, m=t.m, score=t.score),
-        )
-    raise ValueError(f"unknown coordinator stage {stage!r}; allowed: cutoffs, thresholds, repeat")
+        signal = rule.publish(grid, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
+                              cands["tie_tickets"], cands["scores"])
+        return _reply(msg, thresholds=record_of(**signal.decision_arrays()), plan=ConfigRecord(grid.to_config()),
+                      summary=record_of(**signal.summary_arrays()))
+    raise ValueError(f"unknown coordinator stage {stage!r}; allowed: {STAGE_CUTOFFS}, {STAGE_THRESHOLDS}, {STAGE_REPEAT}")
 
 
 def _candidates(node: NodeData, cutoffs: np.ndarray) -> np.ndarray:
@@ -292,7 +161,7 @@ def _candidates(node: NodeData, cutoffs: np.ndarray) -> np.ndarray:
 
 @app.query("scores")
 def scores(msg: Message, context: Context) -> Message:
-    """Members with y = 0 score themselves locally from the shared signal."""
+    """Members with y = 0 score themselves locally from the majority knowledge."""
     node = _node(context)
     if isinstance(node, CoordinatorData):
         return _reply(msg)
@@ -302,10 +171,10 @@ def scores(msg: Message, context: Context) -> Message:
     cand = _candidates(node, cutoffs)
     out = _remembered_scores(context, digest, cand)
     if out is None:
-        if "signal" not in msg.content:  # the relay saves bandwidth after the first round
-            return _reply(msg, need=ConfigRecord({"signal": True}))
-        signal_record = msg.content["signal"]
-        scorers = _cached(_SCORERS, digest, lambda: scorers_from_signal(methods, arrays_of(signal_record)),
+        if "knowledge" not in msg.content:  # the relay saves bandwidth after the first round
+            return _reply(msg, need=ConfigRecord({"knowledge": True}))
+        record = msg.content["knowledge"]
+        scorers = _cached(_SCORERS, digest, lambda: scorers_from_knowledge(methods, arrays_of(record)),
                           _SCORER_CACHE_SIZE)
         from threadpoolctl import threadpool_limits
 
@@ -314,8 +183,8 @@ def scores(msg: Message, context: Context) -> Message:
         with threadpool_limits(1):
             out = _score(node, cand, methods, scorers)
     # Kept for the decision after the coordinator answers (context.state survives
-    # between messages), and reused next round while the signal is the same: a
-    # user's score depends only on its own x and the signal.
+    # between messages), and reused next round while the knowledge is the same: a
+    # user's score depends only on its own x and the knowledge.
     context.state["candidates"] = record_of(index=cand, scores=out)
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
     return _reply(
@@ -352,35 +221,26 @@ def report(msg: Message, context: Context) -> Message:
     if isinstance(node, CoordinatorData):
         return _reply(msg)
     # The node's latest scores: the coordinator's thresholds are computed from the
-    # same ones (re-sent only when the signal changes).
-    candidates = context.state["candidates"] if "candidates" in context.state else None
-    labels = reported_labels(node, msg.content, candidates)
+    # same ones (re-sent only when the knowledge changes).
+    memory = arrays_of(context.state["candidates"]) if "candidates" in context.state else None
+    labels = reported_labels(node, msg.content, memory)
     return _reply(msg, report=record_of(user_ids=node.user_ids, X=node.X, a=node.a, labels=labels))
 
 
-def reported_labels(node: NodeData, content: RecordDict, candidates: ArrayRecord | None) -> np.ndarray:
+def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) -> np.ndarray:
     """One row of reported labels per cell, row 0 being the true labels (nobody relabels)."""
-    plan = content["plan"]
-    n_methods, n_alphas, n_budgets = len(list(plan["methods"])), int(plan["n_alphas"]), int(plan["n_budgets"])
-    n_cells = n_methods * n_alphas * n_budgets
-    labels = np.repeat(node.y[None, :].astype(np.int8), n_cells + 1, axis=0)
-    memory = arrays_of(candidates) if candidates is not None else None
+    grid = CellGrid.from_config(content["plan"])
+    labels = np.repeat(node.y[None, :].astype(np.int8), len(grid) + 1, axis=0)
     # Most nodes have no candidate (member with y = 0): nothing can flip, whatever the thresholds.
-    if n_cells == 0 or (memory is not None and memory["index"].size == 0):
+    if len(grid) == 0 or (memory is not None and memory["index"].size == 0):
         return labels
-    t = arrays_of(content["thresholds"])
-    if np.isinf(t["score"]).all():  # nobody can reach the threshold
+    signal = Signal.from_arrays(arrays_of(content["thresholds"]))
+    if not signal.reachable:
         return labels
     if memory is None:
         raise ValueError("train.report before query.scores: this node has no scores yet")
-    cand, cand_scores = memory["index"].astype(np.int64), memory["scores"]
-    member, tie = node.member_tickets[cand], node.tie_tickets[cand]
-    # Every cell at once; cell c is (method i, alpha j, budget) in row-major order.
-    method_of = np.repeat(np.arange(n_methods), n_alphas * n_budgets)
-    alpha_of = np.tile(np.repeat(np.arange(n_alphas), n_budgets), n_methods)
-    eligible = member[None, :] < np.asarray(t["cutoffs"])[alpha_of][:, None]
-    threshold = Threshold(np.asarray(t["score"], dtype=np.float64)[:, None], np.asarray(t["ticket"], dtype=np.float64)[:, None])
-    flips = decide(cand_scores[method_of], tie[None, :], threshold, eligible=eligible)
+    cand = memory["index"].astype(np.int64)
+    flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
     rows = labels[1:, cand]
     rows[flips] = 1
     labels[1:, cand] = rows

@@ -15,10 +15,11 @@ Ties in score are broken by the tie ticket, so exactly ``min(M, pool)`` flip
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
+
+from .protocol import budget_count, relabel  # what a budget and a flip mean travels with the grid
 
 __all__ = [
     "Threshold",
@@ -80,23 +81,6 @@ def membership_cutoff(member_tickets, count: int) -> float:
     return float(np.partition(tickets, count)[count])
 
 
-def budget_count(budget, pool_size: int) -> int:
-    """Number of flips M for a budget: an int is a count (capped at the pool),
-    a float in [0, 1] a fraction of the candidate pool (rounded down)."""
-    if isinstance(budget, bool):
-        raise ValueError("budget must be an int count or a float fraction, not a bool")
-    if isinstance(budget, Integral):
-        if budget < 0:
-            raise ValueError(f"budget count must be >= 0, got {budget}")
-        return min(int(budget), pool_size)
-    if isinstance(budget, Real):
-        if not 0.0 <= budget <= 1.0:
-            raise ValueError(f"budget fraction must be in [0, 1], got {budget}")
-        # The epsilon keeps 0.3 * 10 == 3, not 2, despite binary floating point.
-        return min(pool_size, math.floor(budget * pool_size + 1e-9))
-    raise ValueError(f"budget must be an int count or a float fraction, got {budget!r}")
-
-
 class Threshold(NamedTuple):
     """The coalition signal: the (score, tie ticket) of the M-th best candidate."""
 
@@ -135,10 +119,3 @@ def decide(scores, tickets, threshold: Threshold, *, eligible) -> np.ndarray:
     # NaN scores (non-candidates) compare False everywhere, so they never flip.
     reaches = (scores > t_score) | ((scores == t_score) & (tickets >= t_ticket))
     return eligible & reaches
-
-
-def relabel(y, flips) -> np.ndarray:
-    """Reported labels: the true labels with the flipped users set to 1."""
-    reported = np.array(y, dtype=np.int8, copy=True)
-    reported[np.asarray(flips, dtype=bool)] = 1
-    return reported

@@ -31,7 +31,9 @@ from pathlib import Path
 import pandas as pd
 
 from simulations import engine
-from simulations.flower_backend import FlowerSession, prepare_run, process_tree, results_frame
+from simulations.flower.files import prepare_run, results_frame
+from simulations.flower.processes import process_tree
+from simulations.flower.session import FlowerSession
 from simulations.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,19 +27,20 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from agents.decision import relabel
+from agents.protocol import CellGrid
 from server.metrics import fairness_metrics
 from simulations import engine
 from simulations.scenario import load_scenario
+from simulations.state import build_world
 
 
 def naive_run(scenario, dataset, seed, method, alpha, budget, solver):
     """One configuration from scratch, as a straightforward loop would do it."""
-    world = engine.build_world(scenario, dataset, seed)  # split + encode again
-    scores = engine.candidate_scores(world, method, k=scenario.collective.k)
-    cell = next(engine.plan_cells(world, method, scores, (alpha,), (budget,)))
+    world = build_world(scenario, dataset, seed)  # split + encode again
+    decided = engine.decisions(world, CellGrid.of([method], [alpha], [budget]), k=scenario.collective.k)
     p = world.prepared
-    model = LogisticRegression(solver=solver, max_iter=1000).fit(p.X_train, relabel(p.y_train, cell.flips))
-    return cell.m, fairness_metrics(p.y_test, model.predict(p.X_test), sensitive_features=p.a_test)
+    model = LogisticRegression(solver=solver, max_iter=1000).fit(p.X_train, relabel(p.y_train, decided.mask(0)))
+    return int(decided.signal.m[0]), fairness_metrics(p.y_test, model.predict(p.X_test), sensitive_features=p.a_test)
 
 
 def main() -> int:

@@ -30,10 +30,10 @@ from fairlearn.reductions import EqualizedOdds, ExponentiatedGradient, TruePosit
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from agents.decision import budget_count
+from agents.errors import ConfigError, DataError
+from agents.protocol import budget_count
 from server.firm import make_estimator
 from server.metrics import fairness_metrics
-from agents.errors import ConfigError, DataError
 
 __all__ = [
     "BASELINES",

@@ -50,13 +50,27 @@ def _audited(y, a, group) -> np.ndarray:
     return (y == 1) & (a == group)
 
 
+def confident_negatives(proba, y) -> tuple[np.ndarray, np.ndarray]:
+    """Confident learning's rule (binary case): which rows a model calls confident negatives.
+
+    ``proba`` is an out-of-fold P(y=1) per row and ``y`` the labels the rows
+    carry. The per-class thresholds are t_j = mean P(y=j) over rows labelled j;
+    a row is a confident negative when P(y=0) >= t_0 and it is not also above
+    t_1 with P(y=1) > P(y=0) (the off-diagonal entry of Northcutt et al.'s
+    confident joint). Returns (mask, thresholds [t_0, t_1]).
+    """
+    p1 = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(y)
+    p0 = 1.0 - p1
+    thresholds = np.array([p0[y == 0].mean(), p1[y == 1].mean()])
+    return (p0 >= thresholds[0]) & ((p1 < thresholds[1]) | (p0 > p1)), thresholds
+
+
 class ConfidentLearningAudit(BaseEstimator):
     """Flag received positives that out-of-fold predictions call confident negatives.
 
-    ``threshold=None`` uses confident learning's per-class thresholds
-    t_j = mean P(y=j) over rows labelled j: a positive is flagged when
-    P(y=0) >= t_0 and it is not also above t_1 with P(y=1) > P(y=0) (the
-    binary case of Northcutt et al.'s confident joint, off-diagonal entry).
+    ``threshold=None`` flags the positives that :func:`confident_negatives`
+    calls confident negatives (per-class thresholds t_j = mean P(y=j)).
     A float ``threshold`` flags positives with P(y=1) < threshold instead.
     """
 
@@ -76,9 +90,7 @@ class ConfidentLearningAudit(BaseEstimator):
             _fresh(self.estimator, self.random_state), X, y, cv=folds, method="predict_proba"
         )[:, 1]
         if self.threshold is None:
-            self.thresholds_ = np.array([(1.0 - proba[y == 0]).mean(), proba[y == 1].mean()])
-            p0, p1 = 1.0 - proba, proba
-            confident_negative = (p0 >= self.thresholds_[0]) & ((p1 < self.thresholds_[1]) | (p0 > p1))
+            confident_negative, self.thresholds_ = confident_negatives(proba, y)
         else:
             self.thresholds_ = None
             confident_negative = proba < self.threshold

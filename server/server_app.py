@@ -1,18 +1,13 @@
-"""The firm as a Flower ServerApp: rounds of coalition relay, collection and training.
+"""The firm as a Flower ServerApp: rounds of relay, intake and training.
 
 Each round has two parts that never mix:
 
-* **Relay** (agents-side protocol): ``query.join`` to every node, the joined
-  tickets to the coordinator node (``query.coordinate``), its cutoffs and
-  shared signal to the users (``query.scores``), their candidate scores back to
-  the coordinator, whose thresholds go out with the collection request (later
-  rounds reuse the sign-up and the scores). The relay copies these records
-  between nodes without interpreting them; only the coordinator's public
-  summary (members, pool, M, threshold) is logged for the experiment record.
-* **Firm**: ``train.report`` collects every node's reports, :mod:`server.reports`
-  validates them, the firm trains on them exactly as the vectorised engine does
-  (same :class:`server.firm.Firm`, same warm-start chains) and is evaluated on
-  its test set.
+* **Relay** (:mod:`server.relay`): the coalition's own messages, copied
+  between the nodes unread; the users end up with the coordinator's signal.
+* **Firm**: ``train.report`` collects every node's reports,
+  :mod:`server.reports` validates them, and the firm trains on them through
+  :mod:`server.training` -- the same code as the vectorised engine, so the
+  metrics agree bit for bit -- and is evaluated on its test set.
 
 Nodes that error or time out are skipped and counted; the round completes.
 Results go to ``<run-dir>/results.json`` and ``<run-dir>/labels.npz``.
@@ -25,50 +20,58 @@ import os
 import tempfile
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from joblib import Parallel, delayed
 
-from agents.coalition import cell_plan
-from server.firm import make_estimator
-from server.reports import assemble, validate_reports
+from agents.protocol import REPORT, CellGrid
 
-__all__ = ["FirmSpec", "RunSettings", "app", "firm_metrics", "run_rounds", "skip_empty_inbox_scans", "wait_for_nodes",
+from .firm import make_estimator
+from .relay import coalition_signal, sign_up
+from .reports import assemble, validate_reports
+from .training import TestSet, firm_design, train_cells
+from .waves import Wire, copy_content, skip_empty_inbox_scans, wait_for_nodes
+
+__all__ = ["RUN_CONFIG", "FirmSpec", "RunSettings", "app", "firm_metrics", "load_firm_spec", "run_rounds",
            "write_firm_spec"]
 
 app = ServerApp()
 
-
-# ------------------------------------------------------------------ configuration
+# The app's run config and its defaults: the one copy (pyproject.toml's
+# [tool.flwr.app.config] and the simulation's generated app repeat it; a test
+# keeps them equal).
+RUN_CONFIG = {
+    "run-dir": "",  # folder with firm.npz + scenario.json
+    "node-data-dir": "",  # simulation: node files are <node-data-dir>/node-<partition-id>.npz
+    "rounds": 1,
+    "expected-nodes": 0,  # 0: take whatever is connected after node-wait
+    "node-wait": 120.0,
+    "round-timeout": 600.0,  # seconds per message wave
+    "max-in-flight": 0,  # messages in flight per wave (0: all)
+}
 
 
 @dataclass(frozen=True)
 class RunSettings:
     run_dir: Path
-    rounds: int = 1
-    expected_nodes: int = 0  # 0: take whatever is connected after node_wait
-    node_wait: float = 60.0
-    timeout: float = 600.0  # per message wave
-    window: int = 0  # messages in flight per wave (0: all at once)
+    rounds: int = RUN_CONFIG["rounds"]
+    expected_nodes: int = RUN_CONFIG["expected-nodes"]
+    node_wait: float = RUN_CONFIG["node-wait"]
+    timeout: float = RUN_CONFIG["round-timeout"]
+    window: int = RUN_CONFIG["max-in-flight"]
 
     @classmethod
     def from_run_config(cls, cfg) -> "RunSettings":
-        run_dir = str(cfg.get("run-dir", ""))
-        if not run_dir:
+        cfg = {**RUN_CONFIG, **dict(cfg)}
+        if not str(cfg["run-dir"]):
             raise ValueError("run config 'run-dir' is empty: it must name the folder with firm.npz and scenario.json")
-        return cls(
-            run_dir=Path(run_dir),
-            rounds=int(cfg.get("rounds", 1)),
-            expected_nodes=int(cfg.get("expected-nodes", 0)),
-            node_wait=float(cfg.get("node-wait", 60.0)),
-            timeout=float(cfg.get("round-timeout", 600.0)),
-            window=int(cfg.get("max-in-flight", 0)),
-        )
+        return cls(run_dir=Path(str(cfg["run-dir"])), rounds=int(cfg["rounds"]), expected_nodes=int(cfg["expected-nodes"]),
+                   node_wait=float(cfg["node-wait"]), timeout=float(cfg["round-timeout"]),
+                   window=int(cfg["max-in-flight"]))
 
 
 @dataclass(frozen=True)
@@ -110,267 +113,52 @@ def load_firm_spec(run_dir) -> FirmSpec:
         )
 
 
-# ------------------------------------------------------------------ messaging
-
-
-@dataclass
-class WaveLog:
-    """Per message type: how many were sent, answered, errored, timed out."""
-
-    counts: dict = field(default_factory=dict)
-    error_reasons: list = field(default_factory=list)
-
-    seconds: dict = field(default_factory=dict)
-
-    def add(self, message_type: str, sent: int, ok: int, errors: int, seconds: float = 0.0):
-        c = self.counts.setdefault(message_type, Counter())
-        c.update(sent=sent, ok=ok, errors=errors, timeouts=sent - ok - errors)
-        self.seconds[message_type] = self.seconds.get(message_type, 0.0) + seconds
-
-
-def wait_for_nodes(grid: Grid, expected: int, wait: float, *, poll: float = 0.2) -> list[int]:
-    """Node ids once ``expected`` are connected (or whatever is there after ``wait`` seconds)."""
-    deadline = time.monotonic() + wait
-    while True:
-        nodes = sorted(int(n) for n in grid.get_node_ids())
-        if (expected and len(nodes) >= expected) or time.monotonic() >= deadline:
-            return nodes
-        time.sleep(poll)
-
-
-@dataclass
-class Wire:
-    """The relay's link to the nodes for one round: every wave times out and is logged."""
-
-    grid: Grid
-    round: int
-    timeout: float
-    window: int = 0
-    log: WaveLog = field(default_factory=WaveLog)
-
-    def wave(self, contents: dict[int, RecordDict], message_type: str) -> dict[int, Message]:
-        """Send one message per node and keep the good replies, by node id."""
-        if not contents:
-            return {}
-        t0 = time.perf_counter()
-        msgs = {}
-        for node_id, content in contents.items():
-            content["round"] = ConfigRecord({"round": self.round})
-            msgs[node_id] = Message(content, dst_node_id=node_id, message_type=message_type,
-                                    group_id=str(self.round), ttl=self.timeout + 60.0)
-        replies = _push_and_pull(self.grid, list(msgs.values()), self.timeout, window=self.window)
-        sent_ids = {m.metadata.message_id: n for n, m in msgs.items()}
-        ok, errors = {}, 0
-        for reply in replies:
-            node_id = sent_ids.get(reply.metadata.reply_to_message_id)
-            if node_id is None:
-                continue
-            if reply.has_error():
-                errors += 1
-                self.log.error_reasons.append(f"{message_type} node {node_id}: {str(reply.error.reason)[-300:]}")
-            else:
-                ok[node_id] = reply
-        self.log.add(message_type, len(msgs), len(ok), errors, time.perf_counter() - t0)
-        return ok
-
-
-def _push_and_pull(grid: Grid, messages: list[Message], timeout: float, *, window: int = 0,
-                   poll: float = 0.05) -> list[Message]:
-    """``send_and_receive`` with a short poll and at most ``window`` messages in flight.
-
-    Flower's deployment grid sleeps 3 s between pulls, which would dominate a
-    round of short message waves; and the simulation's in-memory store scans
-    every stored message for every node on each delivery sweep, so keeping the
-    store small keeps a wave over 1,000 nodes linear instead of quadratic.
-    Messages not pushed before the deadline count as timeouts.
-    """
-    queue, pending, replies = list(messages), set(), []
-    window = window if window > 0 else len(queue)
-    deadline = time.monotonic() + timeout
-    while queue or pending:
-        if queue and len(pending) < window and time.monotonic() < deadline:
-            batch, queue = queue[: window - len(pending)], queue[window - len(pending):]
-            pending.update(grid.push_messages(batch))
-        got = list(grid.pull_messages(pending)) if pending else []
-        replies.extend(got)
-        pending.difference_update(m.metadata.reply_to_message_id for m in got)
-        if time.monotonic() >= deadline:
-            break
-        if not got:
-            time.sleep(poll)
-    return replies
-
-
-def skip_empty_inbox_scans(grid, *, refresh: float = 1.0) -> bool:
-    """Simulation only: answer the engine's inbox poll of a node with no message cheaply.
-
-    flwr 1.42's simulation engine asks every node for its next message every
-    0.1 s (``InMemoryLinkState.get_message_ins``), and each ask validates every
-    stored message: O(nodes x messages) per sweep, ~13 ms per message at 1,000
-    nodes, most of a round with one user per node. This wraps the run's own
-    in-memory store (same process as the ServerApp) with a set of the nodes
-    that have an undelivered message: those still go through Flower's method, so
-    deliveries are unchanged; any other node gets ``[]`` at once (expired
-    messages are then dropped by the next full call instead). The set is rebuilt
-    from the store every ``refresh`` seconds, so a message stored some other way
-    is delivered anyway. No-op on any other grid (deployment, tests). Returns
-    whether the store is wrapped.
-    """
-    try:
-        from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
-    except ImportError:  # another Flower layout: keep Flower's own scan
-        return False
-    state = getattr(grid, "state", None)
-    if not isinstance(state, InMemoryLinkState) or not isinstance(getattr(state, "message_ins_store", None), dict):
-        return False
-    if getattr(state.get_message_ins, "_skips_empty_inbox", False):
-        return True
-    full_scan, store_one = state.get_message_ins, state.store_message_ins
-    waiting: set = set()
-    rebuilt = [0.0]
-
-    def undelivered(node_id=None):  # call with state.lock held (every writer of the store holds it)
-        return {m.metadata.dst_node_id for m in state.message_ins_store.values()
-                if m.metadata.delivered_at == "" and (node_id is None or m.metadata.dst_node_id == node_id)}
-
-    def store_message_ins(message):
-        with state.lock:
-            message_id = store_one(message)
-            if message_id:
-                waiting.add(message.metadata.dst_node_id)
-        return message_id
-
-    def get_message_ins(node_id, limit, *, run_id=None):
-        if time.monotonic() - rebuilt[0] > refresh:
-            with state.lock:
-                waiting.clear()
-                waiting.update(undelivered())
-                rebuilt[0] = time.monotonic()
-        if node_id not in waiting and (limit is None or limit >= 1):
-            return []
-        out = full_scan(node_id, limit, run_id=run_id)
-        with state.lock:
-            if not undelivered(node_id):
-                waiting.discard(node_id)
-        return out
-
-    get_message_ins._skips_empty_inbox = True
-    state.store_message_ins, state.get_message_ins = store_message_ins, get_message_ins
-    return True
-
-
-def _copy(content: RecordDict, skip=()) -> RecordDict:
-    return RecordDict({k: v for k, v in content.items() if k not in skip and k != "round"})
-
-
 # ------------------------------------------------------------------ the firm
+
+
+class _FirmWorkers:
+    """The firm's own worker processes for its grid of fits (results in task order)."""
+
+    def __init__(self, n_jobs: int):
+        self.n_jobs = n_jobs
+
+    def map(self, fn, tasks):
+        return Parallel(n_jobs=self.n_jobs, return_as="generator")(delayed(fn)(*task) for task in tasks)
 
 
 def firm_metrics(table: dict, spec: FirmSpec, *, n_jobs: int = 1) -> list[dict]:
     """Train the firm on every label row of the reports and evaluate each on the test set.
 
     Row 0 holds the labels when nobody relabels; the others are trained along
-    warm-start chains exactly as :func:`simulations.engine.run_seed` does (same
-    design matrix, same chains in the same order), so the metrics match the
-    vectorised engine's bit for bit. The firm reads only the reports.
+    warm-start chains exactly as the vectorised engine does (same design
+    matrix, same chains in the same order), so the metrics match the engine's
+    bit for bit. The firm reads only the reports.
     """
-    from simulations.engine import TestSet, firm_design, train_cells
-
     sc = spec.scenario
     labels = table["labels"]
     test = TestSet(spec.X_test, spec.y_test, spec.a_test, spec.X_test_cf)
     estimator = make_estimator(sc["firm"]["model"], sc["firm"]["params"], random_state=spec.firm_seed)
-    c = sc["collective"]
-    # Row r > 0 is one cell's reported labels; chains as the engine's: one per (method, alpha).
-    cells = [((method, alpha), labels[row] != labels[0])
-             for row, (_, method, _, alpha, _) in enumerate(cell_plan(c["methods"], c["alphas"], c["budgets"]), start=1)]
+    # Row r > 0 is cell r - 1's reported labels; chains as the engine's: one per (method, alpha).
+    cells = [((cell.method, cell.alpha), labels[cell.index + 1] != labels[0]) for cell in _cells(spec)]
     base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], cells, test,
-                                 warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs)
+                                 warm=bool(sc["engine"]["warm_start"]),
+                                 executor=_FirmWorkers(n_jobs) if n_jobs != 1 else None)
     return [base, *per_cell]
 
 
+def _cells(spec: FirmSpec) -> CellGrid:
+    c = spec.scenario["collective"]
+    return CellGrid.of(c["methods"], c["alphas"], c["budgets"])
+
+
 # ------------------------------------------------------------------ rounds
-
-
-@dataclass
-class Coalition:
-    """What the relay keeps between rounds: who the users and the coordinator are, and
-    the coordinator's opaque cutoffs-and-signal answer (membership is fixed at sign-up)."""
-
-    users: list = field(default_factory=list)
-    coordinator: int | None = None
-    signal: RecordDict | None = None
-    scored: bool = False  # the coordinator holds the members' scores for this signal
-
-
-def _forward(replies: dict, record: str, stage: str) -> RecordDict:
-    """One message to the coordinator carrying every member's record, unread."""
-    content = RecordDict({"stage": ConfigRecord({"stage": stage})})
-    for i, n in enumerate(sorted(replies)):
-        if record in replies[n].content:
-            content[f"member-{i}"] = replies[n].content[record]
-    return content
-
-
-def _sign_up(wire: Wire, nodes) -> Coalition:
-    """First round: minority users join; the coordinator sizes the collective and
-    publishes the shared signal."""
-    joined = wire.wave({n: RecordDict() for n in nodes}, "query.join")
-    roles = {n: str(r.content["node"]["role"]) for n, r in joined.items() if "node" in r.content}
-    coalition = Coalition(users=sorted(n for n, role in roles.items() if role == "users"))
-    coordinators = sorted(n for n, role in roles.items() if role == "coordinator")
-    if len(coordinators) != 1:
-        wire.log.error_reasons.append(f"round {wire.round}: {len(coordinators)} coordinators answered; nobody relabels")
-        return coalition
-    coalition.coordinator = coordinators[0]
-    got = wire.wave({coalition.coordinator: _forward({n: joined[n] for n in coalition.users}, "join", "cutoffs")},
-                    "query.coordinate")
-    if coalition.coordinator in got:
-        coalition.signal = _copy(got[coalition.coordinator].content)
-    return coalition
-
-
-def _thresholds(wire: Wire, coalition: Coalition, plan) -> tuple[RecordDict, dict]:
-    """Members score themselves and the coordinator answers with thresholds.
-
-    Scores depend only on a member's own x and the signal, which stays fixed
-    after sign-up: from the second round on, the coordinator reuses the scores it
-    was sent (``repeat``) and only the collection wave reaches every node, which
-    halves a round's messages (what dominates with thousands of nodes).
-    """
-    if coalition.signal is None:
-        return _no_thresholds(plan), {}
-    coord = coalition.coordinator
-    if coalition.scored:
-        ask = RecordDict({"stage": ConfigRecord({"stage": "repeat"})})
-    else:
-        scored = wire.wave({n: _copy(coalition.signal) for n in coalition.users}, "query.scores")
-        ask = _forward(scored, "candidates", "thresholds")
-    got = wire.wave({coord: ask}, "query.coordinate")
-    if coord not in got:
-        return _no_thresholds(plan), {}
-    coalition.scored = True
-    answer = got[coord].content
-    summary = {k: v.numpy().tolist() for k, v in answer["summary"].items()} if "summary" in answer else {}
-    return _copy(answer, skip=("summary",)), summary
-
-
-def _no_thresholds(plan) -> RecordDict:
-    """What users get when the coalition could not agree: thresholds nobody reaches."""
-    from agents.client_app import record_of
-
-    inf = np.full(plan.n_cells, np.inf)
-    return RecordDict({
-        "thresholds": record_of(cutoffs=np.zeros(len(plan.alphas)), score=inf, ticket=inf),
-        "plan": ConfigRecord({"methods": list(plan.methods), "n_alphas": len(plan.alphas), "n_budgets": len(plan.budgets)}),
-    })
 
 
 def run_rounds(grid: Grid, settings: RunSettings) -> dict:
     """Run every round and write the results; returns the results dict."""
     spec = load_firm_spec(settings.run_dir)
     sc = spec.scenario
-    plan = cell_plan(sc["collective"]["methods"], sc["collective"]["alphas"], sc["collective"]["budgets"])
+    cells = _cells(spec)
     n_jobs = int(sc["engine"].get("n_jobs", 1))
     if n_jobs == -1:
         n_jobs = os.cpu_count() or 1
@@ -386,14 +174,14 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
         wire = Wire(grid, round_, settings.timeout, settings.window)
         log = wire.log
         if coalition is None:
-            coalition = _sign_up(wire, nodes)
-        thresholds, summary = _thresholds(wire, coalition, plan)
+            coalition = sign_up(wire, nodes)
+        signal, summary = coalition_signal(wire, coalition, cells)
         users = coalition.users
         t1 = time.perf_counter()
-        got = wire.wave({n: _copy(thresholds) for n in users}, "train.report")
+        got = wire.wave({n: copy_content(signal) for n in users}, REPORT)
         reports = [(n, {k: v.numpy() for k, v in r.content["report"].items()}) for n, r in got.items()
                    if "report" in r.content]
-        intake = validate_reports(reports, n_features=spec.n_features, n_label_rows=plan.n_cells + 1,
+        intake = validate_reports(reports, n_features=spec.n_features, n_label_rows=len(cells) + 1,
                                   known_ids=spec.customer_ids)
         t2 = time.perf_counter()
         table = assemble(intake.accepted, order=spec.customer_ids)

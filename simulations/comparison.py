@@ -1,8 +1,9 @@
 """The paper's comparison, per seed: firm-side baselines, a firm that fights back,
 and a collective that adapts to it.
 
-:func:`extend_rows` is the engine's hook: when a scenario has ``[baselines]``
-or ``[defence]``, it adds to one seed's rows, on the same split and World,
+:func:`comparison_rows` runs after the vectorised step when a scenario has
+``[baselines]`` or ``[defence]``: it adds to one seed's rows, on the same split
+and world,
 
 * ``family="firm"`` rows: each baseline of ``server.baselines`` over its
   trade-off grid (``param``, ``value``), trained on the *true* labels;
@@ -22,7 +23,7 @@ or ``[defence]``, it adds to one seed's rows, on the same split and World,
   defence.
 
 Randomness comes from new named ``SeedSequence`` streams of the seed
-(``engine.seed_streams``), never from the engine's own.
+(:func:`simulations.state.seed_streams`), never from the engine's own.
 """
 
 from __future__ import annotations
@@ -31,20 +32,27 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
-from agents.decision import budget_count, coalition_threshold, decide, relabel
+from agents.decision import relabel
+from agents.protocol import CellGrid
+from server.defences import confident_negatives
+from server.firm import Firm
+from server.training import evaluate, firm_design
+
+from .rows import decision_rows
+from .state import collective_decisions, stream_int
 
 __all__ = [
     "COMPARISON_COLUMNS",
-    "adaptive_cells",
+    "adaptive_decisions",
     "auto_tolerance",
+    "comparison_rows",
     "count_extra_fits",
+    "defence_table",
     "defended_training",
-    "extend_rows",
     "implausible_candidates",
     "trusted_sample",
 ]
@@ -55,10 +63,6 @@ COMPARISON_COLUMNS = {"family": "collective", "param": "", "value": np.nan, "def
 
 # Baselines whose swept parameter acts only at predict time: one task for the whole front.
 _ONE_FIT_FRONTS = {"threshold-optimizer", "calibrated-eqodds"}
-
-
-def _int_seed(seq: np.random.SeedSequence) -> int:
-    return int(seq.generate_state(1)[0] % 2**31)
 
 
 def count_extra_fits(scenario) -> int:
@@ -91,7 +95,7 @@ def _front_task(name, grid, params, X_train, y_train, a_train, X_test, y_test, a
     return rows
 
 
-def baseline_rows(scenario, world, estimator, *, random_state: int, n_jobs: int, on_fit=None) -> list[dict]:
+def baseline_rows(scenario, world, estimator, *, random_state: int, executor, on_fit=None) -> list[dict]:
     """Every ``[baselines]`` front on the seed's split (true labels), in config order."""
     from server.baselines import BASELINES
 
@@ -104,9 +108,8 @@ def baseline_rows(scenario, world, estimator, *, random_state: int, n_jobs: int,
         params = dict(cfg.params.get(name, {}))
         chunks = [grid] if name in _ONE_FIT_FRONTS else [(v,) for v in grid]
         tasks += [(name, chunk, params) for chunk in chunks]
-    out = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_front_task)(name, chunk, params, *data, estimator, random_state) for name, chunk, params in tasks
-    )
+    out = executor.map(_front_task, [(name, chunk, params, *data, estimator, random_state)
+                                     for name, chunk, params in tasks])
     rows = []
     for (name, chunk, _), front in zip(tasks, out):
         for row in front:
@@ -169,9 +172,6 @@ class _DefenceSetup:
 def _defend_task(flips, run_undefended, X_dense, X_fit, y_true, a, estimator, test, setup: _DefenceSetup):
     """Audit the labels received from ``flips`` with every audit, act, train, evaluate."""
     from server.defences import audit
-    from server.firm import Firm
-
-    from .engine import evaluate
 
     received = relabel(y_true, flips).astype(np.int64)
     out = []
@@ -203,9 +203,8 @@ def implausible_candidates(world, members, estimator, *, cv: int, seq: np.random
 
     The collective sees only the majority reference rows and its own members,
     with their true labels; it computes out-of-fold P(y=1) on them and applies
-    the audit's per-class thresholds t_j = mean P(y=j) over rows labelled j: a
-    claimed positive is implausible if P(y=0) >= t_0, unless P(y=1) >= t_1 and
-    P(y=1) > P(y=0) (``server.defences.ConfidentLearningAudit``'s rule).
+    the audit's own rule (:func:`server.defences.confident_negatives`): a
+    claimed positive is implausible if the rule calls it a confident negative.
     """
     p = world.prepared
     rows = np.union1d(world.reference, np.flatnonzero(members))
@@ -213,57 +212,39 @@ def implausible_candidates(world, members, estimator, *, cv: int, seq: np.random
     out = np.zeros(p.y_train.size, dtype=bool)
     if rows.size == 0 or np.bincount(y, minlength=2).min() < cv:
         return out  # too little data to imitate the audit: nothing looks implausible
-    folds = StratifiedKFold(cv, shuffle=True, random_state=_int_seed(seq))
+    folds = StratifiedKFold(cv, shuffle=True, random_state=stream_int(seq))
     with threadpool_limits(1):
         p1 = cross_val_predict(clone(estimator), X, y, cv=folds, method="predict_proba")[:, 1]
-    p0 = 1.0 - p1
-    t0, t1 = p0[y == 0].mean(), p1[y == 1].mean()
-    flagged = (p0 >= t0) & ((p1 < t1) | (p0 > p1))
+    flagged, _ = confident_negatives(p1, y)
     candidates = members[rows] & (y == 0)
     out[rows[candidates & flagged]] = True
     return out
 
 
-def adaptive_cells(world, method: str, scores, alphas, budgets, implausible_for):
-    """The coalition rule restricted to plausible candidates.
+def adaptive_decisions(world, grid, scores, candidates, implausible_for):
+    """The coalition rule with implausible candidates held back.
 
-    ``implausible_for(alpha, members)`` returns the candidates to leave out.
-    M = the plain cell's ``budget_count(budget, pool)``, capped by the
-    plausible candidates; the top M of them by (score, tie ticket) flip.
+    ``implausible_for(alpha, members)`` returns the candidates to leave out at
+    that collective size. M = the plain cell's ``budget_count(budget, pool)``,
+    capped by the plausible candidates; the top M of them by (score, tie
+    ticket) flip.
     """
-    from .engine import Cell, members as collective
-
-    p = world.prepared
-    for alpha in alphas:
-        members = collective(world, alpha)
-        pool = members & (p.y_train == 0)
-        eligible = pool & ~implausible_for(alpha, members)
-        idx = np.flatnonzero(eligible)
-        for budget in budgets:
-            m = min(budget_count(budget, int(pool.sum())), idx.size)
-            threshold = coalition_threshold(scores[idx], world.tie_tickets[idx], m)
-            flips = decide(scores, world.tie_tickets, threshold, eligible=eligible)
-            yield Cell(method, alpha, budget, int(members.sum()), int(pool.sum()), m, threshold.score, flips)
+    held_back = np.array([implausible_for(alpha, world.members(alpha))[candidates] for alpha in grid.alphas])
+    return collective_decisions(world, grid, scores, candidates, held_back=held_back)
 
 
 # ---------------------------------------------------------------------------------- hook
 
 
-def _same_budget(a, b) -> bool:
-    """Budget equality that keeps the int count 1 apart from the fraction 1.0."""
-    return isinstance(a, int) == isinstance(b, int) and a == b
-
-
-def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estimator, X_fit, test,
-                streams: dict, n_jobs: int, on_fit=None) -> list[dict]:
+def comparison_rows(scenario, state, rows: list[dict], *, common: dict, estimator, streams: dict, executor,
+                    on_fit=None) -> list[dict]:
     """The seed's rows with comparison columns, plus baseline, defended and adaptive rows.
 
-    ``rows`` are the engine's (base first, then one per cell, in ``cells``
-    order), ``cells`` its decided :class:`engine.Cell` list, ``common`` the
-    columns every row of the seed shares (configuration, seed, sizes).
+    ``rows`` are the engine's (base first, then one per cell, in grid order)
+    for ``state``, the seed's state after the collective's step; ``common``
+    the columns every row of the seed shares (configuration, seed, sizes).
     """
-    from .engine import candidate_scores
-
+    world, decisions = state.world, state.decisions
     rows = [{**row, **COMPARISON_COLUMNS, "family": "base" if i == 0 else "collective"} for i, row in enumerate(rows)]
     p = world.prepared
 
@@ -272,24 +253,25 @@ def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estim
                 "pool_size": 0, "m": 0, "flips": 0, "threshold": np.nan, **COMPARISON_COLUMNS, **values}
 
     if scenario.baselines is not None:
-        seed = _int_seed(streams["baselines"])
-        for row in baseline_rows(scenario, world, estimator, random_state=seed, n_jobs=n_jobs, on_fit=on_fit):
+        seed = stream_int(streams["baselines"])
+        for row in baseline_rows(scenario, world, estimator, random_state=seed, executor=executor, on_fit=on_fit):
             rows.append(row_like(**row))
 
     d = scenario.defence
     if d is not None:
         c = scenario.collective
-        methods, alphas, budgets = (d.selected(n, c) for n in ("methods", "alphas", "budgets"))
+        attacked = CellGrid.of(*(d.selected(name, c) for name in ("methods", "alphas", "budgets")))
         t_idx = trusted_sample(world, d.trusted_size, streams["trusted"])
         trusted = (p.X_train[t_idx], p.y_train[t_idx], p.a_train[t_idx])
         tolerance = auto_tolerance(trusted[1], trusted[2]) if d.tolerance == "auto" else float(d.tolerance)
         setup = _DefenceSetup(d.audits, d.actions, d.cv, float(d.flag_weight), tolerance, trusted,
-                              _int_seed(streams["defence"]))
+                              stream_int(streams["defence"]))
         jobs = [({"family": "base", "method": "base", "alpha": 0.0, "budget": 0.0, "flips": 0},
                  np.zeros(p.y_train.size, dtype=bool), False)]
-        for cell in cells:
-            if cell.method in methods and cell.alpha in alphas and any(_same_budget(cell.budget, b) for b in budgets):
-                jobs.append((_cell_values(cell), cell.flips, False))
+        keys = {(cell.method, cell.alpha, _budget_key(cell.budget)) for cell in attacked}
+        for cell, columns in zip(state.grid, decision_rows(decisions)):
+            if (cell.method, cell.alpha, _budget_key(cell.budget)) in keys:
+                jobs.append(({"family": "collective", **columns}, decisions.mask(cell.index), False))
         if d.adaptive:
             cache: dict = {}
 
@@ -298,14 +280,17 @@ def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estim
                     cache[alpha] = implausible_candidates(world, members, estimator, cv=d.cv, seq=streams["adaptive"])
                 return cache[alpha]
 
-            for method in methods:
-                scores = candidate_scores(world, method, k=c.k)
-                for cell in adaptive_cells(world, method, scores, alphas, budgets, implausible_for):
-                    jobs.append(({**_cell_values(cell), "adaptive": True}, cell.flips, True))
-        outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_defend_task)(flips, undefended, p.X_train, X_fit, p.y_train, p.a_train, estimator, test, setup)
-            for _, flips, undefended in jobs
-        )
+            # The attacked grid's candidates and their scores, taken from the state's.
+            candidates = world.candidates(max(attacked.alphas))
+            rows_of = {m: i for i, m in enumerate(state.grid.methods)}
+            position = np.searchsorted(decisions.candidates, candidates)
+            scores = state.scores[[rows_of[m] for m in attacked.methods]][:, position]
+            adaptive = adaptive_decisions(world, attacked, scores, candidates, implausible_for)
+            for cell, columns in zip(attacked, decision_rows(adaptive)):
+                jobs.append(({"family": "collective", **columns, "adaptive": True}, adaptive.mask(cell.index), True))
+        X_fit = firm_design(estimator, p.X_train)
+        outputs = executor.map(_defend_task, [(flips, undefended, p.X_train, X_fit, p.y_train, p.a_train, estimator,
+                                               world.test, setup) for _, flips, undefended in jobs])
         for (values, _, _), results in zip(jobs, outputs):
             for result in results:
                 rows.append(row_like(**values, **result))
@@ -314,8 +299,9 @@ def extend_rows(scenario, world, rows: list[dict], cells, *, common: dict, estim
     return rows
 
 
-def _cell_values(cell) -> dict:
-    return {"family": "collective", **cell.columns()}
+def _budget_key(budget) -> tuple:
+    """Budget equality that keeps the int count 1 apart from the fraction 1.0."""
+    return (isinstance(budget, int), budget)
 
 
 # --------------------------------------------------------------------------------- tables

@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .figures import save_figure
+from .rows import BASE
+
 __all__ = [
     "METRICS",
     "claims",
@@ -37,7 +40,6 @@ __all__ = [
 ]
 
 METRICS = {"eqod": "EqOd", "sp_diff": "SP difference", "eopp_diff": "EOpp difference"}
-BASE = "base"
 # Disjoint palettes, so that no firm-side front shares a colour with a collective one.
 _COLLECTIVE_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "navy")
 _FIRM_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan", "darkgoldenrod", "black")
@@ -256,7 +258,6 @@ def plot_fronts(runs: pd.DataFrame, out_dir: str | Path, *, metrics=tuple(METRIC
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .report import _save
 
     out_dir = Path(out_dir)
     written = []
@@ -291,7 +292,7 @@ def plot_fronts(runs: pd.DataFrame, out_dir: str | Path, *, metrics=tuple(METRIC
         ax.axhline(0, color="grey", lw=0.5)
         ax.legend(fontsize=7, ncol=2)
         written.append(out_dir / f"pareto_{metric}.png")
-        _save(fig, written[-1])
+        save_figure(fig, written[-1])
         plt.close(fig)
     return written
 

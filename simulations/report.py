@@ -6,17 +6,17 @@ collective size alpha: the collective picks the budget that helps most.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .results import atomic_write_bytes, atomic_write_text
+from .figures import save_figure
+from .results import atomic_write_text
+from .rows import BASE
 
 __all__ = ["best_over_budget", "comparison_sections", "format_summary", "plain_runs", "plot_all", "summary_table"]
 
-BASE = "base"
 
 
 def plain_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -72,12 +72,6 @@ def format_summary(runs: pd.DataFrame, metric: str = "eqod") -> str:
     return "\n".join(lines)
 
 
-def _save(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.3) -> list[Path]:
     """The three standard figures, as PNG files in ``out_dir`` (plus the Pareto fronts
     when the table has firm-side or defence rows)."""
@@ -109,7 +103,7 @@ def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.
            title="Best EqOd reached by the collective")
     ax.legend()
     written.append(out_dir / "best_eqod_vs_alpha.png")
-    _save(fig, written[-1])
+    save_figure(fig, written[-1])
     plt.close(fig)
 
     # 2. EqOd vs number of flips at the alpha closest to focus_alpha.
@@ -130,7 +124,7 @@ def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.
         ax.set(xlabel="labels flipped (M)", ylabel="EqOd", title=f"EqOd vs flips at α={alpha:g}")
         ax.legend()
         written.append(out_dir / f"eqod_vs_flips_alpha{alpha:g}.png")
-        _save(fig, written[-1])
+        save_figure(fig, written[-1])
         plt.close(fig)
 
     # 3. error vs EqOd, every run.
@@ -142,7 +136,7 @@ def plot_all(runs: pd.DataFrame, out_dir: str | Path, *, focus_alpha: float = 0.
     ax.set(xlabel="EqOd", ylabel="test error", title="Error vs EqOd (every run)")
     ax.legend()
     written.append(out_dir / "error_vs_eqod.png")
-    _save(fig, written[-1])
+    save_figure(fig, written[-1])
     plt.close(fig)
     if extra is not None:
         written += extra(full, out_dir)

@@ -7,17 +7,14 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from agents import client_app as ca
-from agents.coalition import (
-    cell_plan,
-    coalition_thresholds,
-    membership_cutoffs,
-    scorers_from_signal,
-    signal_digest,
-    signal_from_reference,
-)
-from agents.decision import member_count, membership_cutoff
+from agents.decision import budget_count, coalition_threshold, decide, member_count, membership_cutoff
+from agents.knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
+from agents.node import load_node_file, write_coordinator_file, write_users_file
+from agents.protocol import CellGrid, record_of
+from agents.rule import membership_cutoffs, publish
 from simulations import engine
 from simulations.scenario import Scenario
+from simulations.state import build_world
 
 TOY = Scenario(name="toy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
@@ -28,7 +25,19 @@ TOY = Scenario(name="toy").replace(
 
 @pytest.fixture(scope="module")
 def world():
-    return engine.build_world(TOY, engine.load_data(TOY, seed=0), 0)
+    return build_world(TOY, engine.load_data(TOY, seed=0), 0)
+
+
+GRID = CellGrid.of(TOY.collective.methods, TOY.collective.alphas, TOY.collective.budgets)
+
+
+def _candidate_scores(world, method, keep=None):
+    """Scores of every minority user with y = 0 (NaN for everyone else), by ``method``."""
+    p = world.prepared
+    users = np.flatnonzero(world.minority & (p.y_train == 0) & (True if keep is None else keep))
+    out = np.full(p.y_train.size, np.nan)
+    out[users] = world.scores(method, users, k=TOY.collective.k)
+    return out
 
 
 def _message(message_type: str, content: RecordDict, round_: int = 1) -> Message:
@@ -48,26 +57,22 @@ def _context(path, state=None) -> Context:
 def files(world, tmp_path_factory):
     """Node 0: the first 25 users; node 1: the coordinator."""
     d = tmp_path_factory.mktemp("nodes")
-    p, streams = world.prepared, engine.seed_streams(0)
-    from agents.decision import stream_key
-
+    p = world.prepared
     rows = slice(0, 25)
-    users = ca.write_users_file(
+    users = write_users_file(
         d / "users.npz", user_ids=world.user_ids[rows], X=p.X_train[rows], a=p.a_train[rows], y=p.y_train[rows],
-        membership_key=stream_key(streams["membership"]), tie_key=stream_key(streams["ties"]),
-        cf_proba=p.cf_proba_train[rows],
+        membership_key=world.membership_key, tie_key=world.tie_key, cf_proba=p.cf_proba_train[rows],
     )
-    c = TOY.collective
-    coord = ca.write_coordinator_file(d / "coord.npz", methods=c.methods, alphas=c.alphas, budgets=c.budgets, k=c.k,
-                                      X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference])
+    coord = write_coordinator_file(d / "coord.npz", grid=GRID, k=TOY.collective.k,
+                                   X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference])
     return users, coord
 
 
 def test_node_file_round_trip_keeps_counts_and_fractions(files):
-    coord = ca.load_node_file(files[1])
-    assert coord.budgets == (0.0, 0.5, 1.0, 7)
-    assert isinstance(coord.budgets[3], int) and isinstance(coord.budgets[0], float)
-    users = ca.load_node_file(files[0])
+    coord = load_node_file(files[1])
+    assert coord.grid == GRID and coord.grid.budgets == (0.0, 0.5, 1.0, 7)
+    assert isinstance(coord.grid.budgets[3], int) and isinstance(coord.grid.budgets[0], float)
+    users = load_node_file(files[0])
     assert users.user_ids.dtype == np.int64 and users.X.shape[0] == 25
 
 
@@ -87,29 +92,31 @@ def test_join_sends_only_minority_membership_tickets(world, files):
 def test_cutoffs_match_the_engine(world):
     minority = world.minority
     tickets = world.member_tickets[minority]
-    cutoffs = membership_cutoffs(tickets[::-1], TOY.collective.alphas)  # order does not matter
+    cutoffs, n_members = membership_cutoffs(tickets[::-1], TOY.collective.alphas)  # order does not matter
     for alpha, cutoff in zip(TOY.collective.alphas, cutoffs):
         assert cutoff == membership_cutoff(tickets, member_count(alpha, minority.sum()))
+    assert list(n_members) == [member_count(alpha, minority.sum()) for alpha in TOY.collective.alphas]
 
 
 @pytest.mark.parametrize("method", ["rb-prob", "rb-label", "rb-dist", "random"])
-def test_scorers_rebuilt_from_the_signal_score_like_the_engine(world, method):
+def test_scorers_rebuilt_from_the_knowledge_score_like_the_engine(world, method):
     p = world.prepared
-    signal = signal_from_reference([method], p.X_train[world.reference], p.y_train[world.reference], k=TOY.collective.k)
+    knowledge = knowledge_from_reference([method], p.X_train[world.reference], p.y_train[world.reference],
+                                         k=TOY.collective.k)
     if method == "rb-prob":  # parameters, not rows, travel for rb-prob
-        assert "rb-prob/X" not in signal and signal["rb-prob/coef"].shape == (1, p.X_train.shape[1])
-    scorer = scorers_from_signal([method], signal)[method]
-    expected = engine.candidate_scores(world, method, k=TOY.collective.k)
+        assert "rb-prob/X" not in knowledge and knowledge["rb-prob/coef"].shape == (1, p.X_train.shape[1])
+    scorer = scorers_from_knowledge([method], knowledge)[method]
+    expected = _candidate_scores(world, method)
     cand = np.flatnonzero(~np.isnan(expected))
     for chunk in (cand[:1], cand[:7], cand):  # one user, a shard or all: the same score
         np.testing.assert_array_equal(scorer.score_samples(p.X_train[chunk]), expected[chunk])
 
 
-def test_signal_digest_changes_with_content(world):
+def test_knowledge_digest_changes_with_content(world):
     p = world.prepared
-    s1 = signal_from_reference(["rb-label"], p.X_train[world.reference], p.y_train[world.reference])
+    s1 = knowledge_from_reference(["rb-label"], p.X_train[world.reference], p.y_train[world.reference])
     s2 = dict(s1, k=np.array([3]))
-    assert signal_digest(s1) == signal_digest(dict(s1)) != signal_digest(s2)
+    assert knowledge_digest(s1) == knowledge_digest(dict(s1)) != knowledge_digest(s2)
 
 
 def test_full_protocol_on_one_node_gives_the_engine_flips(world, files):
@@ -124,56 +131,45 @@ def test_full_protocol_on_one_node_gives_the_engine_flips(world, files):
     content = RecordDict({k: v for k, v in answer.content.items() if k != "summary"})
     report = ca.app(_message("train.report", content), users_ctx).content["report"]
     labels = report["labels"].numpy()
-    plan = cell_plan(*(getattr(TOY.collective, k) for k in ("methods", "alphas", "budgets")))
-    assert labels.shape == (plan.n_cells + 1, 25)
+    assert labels.shape == (len(GRID) + 1, 25)
     np.testing.assert_array_equal(report["user_ids"].numpy(), world.user_ids[:25])
 
-    # The same 25 users decided by the engine's code, as if they were the whole training set.
+    # The same 25 users decided by a plain loop over the rule's primitives, as if
+    # they were the whole training set.
     p = world.prepared
-    sub = engine.World(world.seed, p, world.user_ids, world.member_tickets, world.tie_tickets, world.reference,
-                       world.firm_seed)
-    c = 0
-    for method in TOY.collective.methods:
-        scores = engine.candidate_scores(sub, method)
-        keep = np.full(p.y_train.size, False)
-        keep[:25] = True
-        scores[~keep] = np.nan
-        for cell in _cells_on_subset(sub, method, scores, keep):
-            np.testing.assert_array_equal(labels[c + 1], np.where(cell.flips[:25], 1, p.y_train[:25]))
-            c += 1
+    keep = np.zeros(p.y_train.size, dtype=bool)
+    keep[:25] = True
+    for c, (cell, flips, _) in enumerate(_reference_cells(world, GRID, keep)):
+        np.testing.assert_array_equal(labels[c + 1], np.where(flips[:25], 1, p.y_train[:25]))
 
 
-def _cells_on_subset(world, method, scores, keep):
-    """The engine's rule restricted to the users in ``keep`` (other users are not in the collective)."""
+def _reference_cells(world, grid, keep):
+    """The collective's rule as a plain loop over ``agents.decision``'s primitives, restricted
+    to the users in ``keep``: yields (cell, flips mask, (pool size, M, threshold score))."""
     p = world.prepared
     minority = world.minority & keep
     n_minority = int(minority.sum())
-    plan = cell_plan(TOY.collective.methods, TOY.collective.alphas, TOY.collective.budgets)
-    from agents.decision import budget_count, coalition_threshold, decide
-
-    for alpha in plan.alphas:
-        cutoff = membership_cutoff(world.member_tickets[minority], member_count(alpha, n_minority))
+    for cell in grid:
+        scores = _candidate_scores(world, cell.method, keep)
+        cutoff = membership_cutoff(world.member_tickets[minority], member_count(cell.alpha, n_minority))
         pool = minority & (world.member_tickets < cutoff) & (p.y_train == 0)
         idx = np.flatnonzero(pool)
-        for budget in plan.budgets:
-            t = coalition_threshold(scores[idx], world.tie_tickets[idx], budget_count(budget, idx.size))
-            yield engine.Cell(method, alpha, budget, 0, idx.size, 0, t.score,
-                              decide(scores, world.tie_tickets, t, eligible=pool))
+        m = budget_count(cell.budget, idx.size)
+        t = coalition_threshold(scores[idx], world.tie_tickets[idx], m)
+        yield cell, decide(scores, world.tie_tickets, t, eligible=pool), (idx.size, m, t.score)
 
 
-def test_thresholds_from_member_payloads_equal_engine_thresholds(world):
+def test_thresholds_from_member_payloads_equal_the_reference_rule(world):
     p = world.prepared
-    plan = cell_plan(TOY.collective.methods[:2], TOY.collective.alphas, TOY.collective.budgets)
-    minority = world.minority
-    cutoffs = membership_cutoffs(world.member_tickets[minority], plan.alphas)
-    cand = np.flatnonzero(minority & (p.y_train == 0) & (world.member_tickets < cutoffs.max()))
-    scores = np.vstack([engine.candidate_scores(world, m)[cand] for m in plan.methods])
-    t = coalition_thresholds(plan, cutoffs, [0] * 3, world.member_tickets[cand], world.tie_tickets[cand], scores)
-    expected = [cell for m in plan.methods
-                for cell in engine.plan_cells(world, m, engine.candidate_scores(world, m), plan.alphas, plan.budgets)]
-    np.testing.assert_array_equal(t.score, [cell.threshold for cell in expected])
-    np.testing.assert_array_equal(t.m, [cell.m for cell in expected])
-    np.testing.assert_array_equal(t.pool_size, [cell.pool_size for cell in expected])
+    grid = CellGrid.of(TOY.collective.methods[:2], TOY.collective.alphas, TOY.collective.budgets)
+    cutoffs, n_members = membership_cutoffs(world.member_tickets[world.minority], grid.alphas)
+    cand = np.flatnonzero(world.minority & (p.y_train == 0) & (world.member_tickets < cutoffs.max()))
+    scores = np.vstack([_candidate_scores(world, m)[cand] for m in grid.methods])
+    t = publish(grid, cutoffs, n_members, world.member_tickets[cand], world.tie_tickets[cand], scores)
+    expected = [summary for _, _, summary in _reference_cells(world, grid, np.ones(p.y_train.size, dtype=bool))]
+    np.testing.assert_array_equal(t.pool_size, [e[0] for e in expected])
+    np.testing.assert_array_equal(t.m, [e[1] for e in expected])
+    np.testing.assert_array_equal(t.score, [e[2] for e in expected])
 
 
 def test_errors_are_raised_not_hidden(files):
@@ -191,21 +187,21 @@ def test_errors_are_raised_not_hidden(files):
 
 def test_report_before_scores_is_refused(files):
     content = RecordDict({
-        "thresholds": ca.record_of(cutoffs=np.ones(3), score=np.zeros(2), ticket=np.zeros(2)),
-        "plan": ConfigRecord({"methods": ["rb-prob"], "n_alphas": 1, "n_budgets": 2}),
+        "thresholds": record_of(cutoffs=np.ones(1), score=np.zeros(2), ticket=np.zeros(2)),
+        "plan": ConfigRecord(CellGrid.of(["rb-prob"], [0.5], [0.1, 0.2]).to_config()),
     })
     with pytest.raises(ValueError, match="before query.scores"):
         ca.app(_message("train.report", content), _context(files[0]))
 
 
-def test_scores_are_remembered_and_the_signal_is_asked_for_only_when_missing(files):
+def test_scores_are_remembered_and_the_knowledge_is_asked_for_only_when_missing(files):
     users_ctx, coord_ctx = _context(files[0]), _context(files[1])
     joined = ca.app(_message("query.join", RecordDict()), users_ctx)
     ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"]})
     signal = ca.app(_message("query.coordinate", ask), coord_ctx).content
-    light = lambda: RecordDict({k: v for k, v in signal.items() if k != "signal"})
+    light = lambda: RecordDict({k: v for k, v in signal.items() if k != "knowledge"})
     fresh = _context(files[0])
-    assert "need" in ca.app(_message("query.scores", light()), fresh).content  # never saw the signal
+    assert "need" in ca.app(_message("query.scores", light()), fresh).content  # never saw the knowledge
     first = ca.app(_message("query.scores", RecordDict(dict(signal))), fresh).content["candidates"]
     again = ca.app(_message("query.scores", light(), round_=2), fresh).content["candidates"]
     np.testing.assert_array_equal(first["scores"].numpy(), again["scores"].numpy())

@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message
 
-from server.server_app import RunSettings, run_rounds, wait_for_nodes
+from agents.node import load_node_file
+from agents.protocol import arrays_of, record_of
+from server.server_app import RunSettings, run_rounds
+from server.training import evaluate
+from server.waves import wait_for_nodes
 from simulations import engine
-from simulations.flower_backend import InProcessGrid, prepare_run, run_in_process
+from simulations.flower.files import prepare_run
+from simulations.flower.inprocess import InProcessGrid, run_in_process
 from simulations.scenario import Scenario
+from simulations.state import build_world
 
 TOY = Scenario(name="toy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
@@ -27,8 +33,6 @@ def _corrupt(arrays_change):
     """A tamper hook replacing a node's report with a changed copy."""
 
     def change(msg, reply):
-        from agents.client_app import arrays_of, record_of
-
         arrays = arrays_of(reply.content["report"])
         arrays_change(arrays)
         reply.content["report"] = record_of(**arrays)
@@ -39,8 +43,6 @@ def _corrupt(arrays_change):
 
 def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, tmp_path):
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=5)  # 12 user nodes + coordinator
-    from agents.client_app import load_node_file
-
     stolen = load_node_file(files.node_files[3]).user_ids
 
     def steal(arrays):  # node 2 claims node 3's users
@@ -88,12 +90,12 @@ def test_firm_trains_on_the_accepted_reports_only(dataset, tmp_path):
 
     from server.firm import Firm, make_estimator
 
-    world = engine.build_world(TOY, dataset, 0)
+    world = build_world(TOY, dataset, 0)
     p = world.prepared
     keep = slice(10, None)  # node 0 held the first 10 users in engine order
     est = make_estimator("logistic-regression", {}, random_state=world.firm_seed)
     base = Firm(est).fit(p.X_train[keep], p.y_train[keep])
-    assert r["metrics"][0] == engine.evaluate(base, engine.TestSet.of(p))
+    assert r["metrics"][0] == evaluate(base, world.test)
 
 
 def test_without_a_coordinator_nobody_relabels(dataset, tmp_path):
@@ -138,7 +140,7 @@ def test_skip_empty_inbox_scans_only_skips_nodes_without_messages():
 
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
-    from server.server_app import skip_empty_inbox_scans
+    from server.waves import skip_empty_inbox_scans
 
     assert skip_empty_inbox_scans(SimpleNamespace()) is False  # not a simulation grid: untouched
 

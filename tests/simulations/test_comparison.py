@@ -13,7 +13,11 @@ from server.baselines import BASELINES, baseline_front
 from server.defences import audit
 from server.firm import Firm, make_estimator
 from server.metrics import fairness_metrics
+from agents.protocol import CellGrid
 from simulations import comparison, engine
+from simulations.executors import make_executor
+from simulations.rows import decision_rows
+from simulations.state import build_world, seed_streams
 from agents.errors import ConfigError
 from simulations.scenario import BaselinesConfig, DefenceConfig, Scenario, load_scenario
 
@@ -44,7 +48,7 @@ def rows(dataset):
 
 @pytest.fixture(scope="module")
 def world(dataset):
-    return engine.build_world(TOY, dataset, 0)
+    return build_world(TOY, dataset, 0)
 
 
 def grid_size(name):
@@ -85,13 +89,13 @@ def test_collective_rows_are_unchanged_by_the_comparison(rows, dataset):
 
 
 def test_same_seed_same_rows_in_parallel_too(rows, dataset):
-    again = engine.run_seed(TOY, 0, dataset=dataset, n_jobs=2)
+    again = engine.run_seed(TOY, 0, dataset=dataset, executor=make_executor("processes", 2))
     pd.testing.assert_frame_equal(rows, again, check_exact=True)
 
 
 def test_baseline_rows_match_a_direct_call(rows, world):
     p = world.prepared
-    seed = int(engine.seed_streams(0)["baselines"].generate_state(1)[0] % 2**31)
+    seed = int(seed_streams(0)["baselines"].generate_state(1)[0] % 2**31)
     estimator = make_estimator(random_state=world.firm_seed)
     direct = baseline_front("massaging", p.X_train, p.y_train, p.a_train, p.X_test, p.y_test, p.a_test,
                             grid=(0.0, 0.5, 1.0), base_estimator=estimator, random_state=seed)
@@ -118,17 +122,16 @@ def test_defence_accounting(rows):
 def test_a_defended_row_matches_an_independent_recomputation(rows, world):
     """Relabel, audit with server.defences, revert, refit from scratch: same metrics as the row."""
     p = world.prepared
-    scores = engine.candidate_scores(world, "random")
-    cell = next(engine.plan_cells(world, "random", scores, (0.6,), (0.5,)))
-    received = relabel(p.y_train, cell.flips).astype(np.int64)
-    seed = int(engine.seed_streams(0)["defence"].generate_state(1)[0] % 2**31)
+    flips = engine.decisions(world, CellGrid.of(["random"], (0.6,), (0.5,))).mask(0)
+    received = relabel(p.y_train, flips).astype(np.int64)
+    seed = int(seed_streams(0)["defence"].generate_state(1)[0] % 2**31)
     estimator = make_estimator(random_state=world.firm_seed)
     flags = audit("confident-learning", p.X_train, received, p.a_train, random_state=seed, estimator=estimator,
                   cv=DEFENCE_CFG.cv)
     firm = Firm(estimator).fit(p.X_train, np.where(flags, 0, received))
     expected = fairness_metrics(p.y_test, firm.predict(p.X_test), sensitive_features=p.a_test)
     row = defended(rows, "random")
-    assert row["flagged"] == flags.sum() and row["flagged_true"] == (flags & cell.flips).sum()
+    assert row["flagged"] == flags.sum() and row["flagged_true"] == (flags & flips).sum()
     assert row["eqod"] == pytest.approx(expected["eqod"]) and row["error"] == pytest.approx(expected["error"])
 
 
@@ -162,24 +165,29 @@ def test_adaptive_collective_is_flagged_less(rows, world):
 def test_adaptive_cells_flip_only_plausible_member_negatives(world):
     p = world.prepared
     estimator = make_estimator(random_state=world.firm_seed)
-    streams = engine.seed_streams(0)
+    streams = seed_streams(0)
     minority = world.minority
     cutoff = membership_cutoff(world.member_tickets[minority], member_count(0.6, int(minority.sum())))
     members = minority & (world.member_tickets < cutoff)
     implausible = comparison.implausible_candidates(world, members, estimator, cv=5, seq=streams["adaptive"])
     assert implausible.any() and not (implausible & ~(members & (p.y_train == 0))).any()
-    scores = engine.candidate_scores(world, "rb-prob")
-    cell = next(comparison.adaptive_cells(world, "rb-prob", scores, (0.6,), (0.2,), lambda a, m: implausible))
-    assert cell.n_flips == cell.m and not (cell.flips & implausible).any()
-    assert (p.y_train[cell.flips] == 0).all() and (members[cell.flips]).all()
+    grid = CellGrid.of(["rb-prob"], (0.6,), (0.2,))
+    candidates, cand_scores = engine.candidate_scores(world, grid)
+    d = comparison.adaptive_decisions(world, grid, cand_scores, candidates, lambda a, m: implausible)
+    flips, cell = d.mask(0), decision_rows(d)[0]
+    scores = np.full(world.n_users, np.nan)
+    scores[candidates] = cand_scores[0]
+    assert flips.sum() == cell["m"] > 0 and not (flips & implausible).any()
+    assert (p.y_train[flips] == 0).all() and (members[flips]).all()
     eligible = members & (p.y_train == 0) & ~implausible
-    assert scores[cell.flips].min() >= np.sort(scores[eligible])[-cell.m]  # the top m of the plausible ones
+    assert cell["m"] == min(int(0.2 * (members & (p.y_train == 0)).sum() + 1e-9), eligible.sum())
+    assert scores[flips].min() >= np.sort(scores[eligible])[-cell["m"]]  # the top m of the plausible ones
 
 
 def test_trusted_sample_and_tolerance(world):
-    seq = engine.seed_streams(0)["trusted"]
+    seq = seed_streams(0)["trusted"]
     idx = comparison.trusted_sample(world, 300, seq)
-    np.testing.assert_array_equal(idx, comparison.trusted_sample(world, 300, engine.seed_streams(0)["trusted"]))
+    np.testing.assert_array_equal(idx, comparison.trusted_sample(world, 300, seed_streams(0)["trusted"]))
     assert idx.size == 300 and np.unique(idx).size == 300
     y = np.array([1, 0, 0, 0, 1, 1, 0, 0])
     a = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -187,11 +195,11 @@ def test_trusted_sample_and_tolerance(world):
 
 
 def test_existing_streams_do_not_move():
-    names = list(engine.seed_streams(7))
+    names = list(seed_streams(7))
     assert names[:5] == ["split", "membership", "ties", "reference", "firm"]
     old = np.random.SeedSequence(7).spawn(5)
     for name, seq in zip(names, old):
-        np.testing.assert_array_equal(engine.seed_streams(7)[name].generate_state(4), seq.generate_state(4))
+        np.testing.assert_array_equal(seed_streams(7)[name].generate_state(4), seq.generate_state(4))
 
 
 def write(tmp_path, raw) -> Path:

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 from simulations import engine
-from simulations.deploy import Deployment, main, node_commands
-from simulations.flower_backend import _alive, prepare_run, process_tree, results_frame
+from simulations.flower.deploy import Deployment, main, node_commands
+from simulations.flower.files import prepare_run, results_frame
+from simulations.flower.processes import alive, process_tree
 from simulations.scenario import Scenario
 
 TOY = Scenario(name="toy-deploy").replace(
@@ -35,6 +36,8 @@ def test_print_commands(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.count("flower-supernode") == 3 and "flower-superlink" in out and "flwr run" in out
     assert main([str(cfg), "--agents-per-node", "0", "--print-commands"]) == 2
+    assert main([str(cfg), "--rounds", "0"]) == 2  # refused before anything starts
+    assert "--rounds 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -56,4 +59,4 @@ def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     labels = np.load(files.run_dir / "labels.npz")
     assert labels["labels"].shape == (1 + 3 * 2 * 3, 60)
     assert len(started) >= 4
-    assert not [pid for pid in started if _alive(pid)]  # every process we started is stopped
+    assert not [pid for pid in started if alive(pid)]  # every process we started is stopped

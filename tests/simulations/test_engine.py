@@ -5,10 +5,13 @@ import pandas as pd
 import pytest
 
 from agents.decision import relabel
+from agents.protocol import CellGrid
 from server.firm import Firm
 from server.metrics import fairness_metrics
 from simulations import engine
+from simulations.rows import decision_rows
 from simulations.scenario import Scenario
+from simulations.state import build_world
 
 TOY = Scenario(name="toy").replace(
     seeds=(0, 1),
@@ -28,7 +31,17 @@ def toy_runs():
 @pytest.fixture(scope="module")
 def world():
     ds = engine.load_data(TOY, seed=0)
-    return engine.build_world(TOY, ds, 0)
+    return build_world(TOY, ds, 0)
+
+
+def _cells(world, method, alphas, budgets, *, k=10):
+    """(columns, flips mask, scores over all users) of each cell of a one-method grid."""
+    grid = CellGrid.of([method], alphas, budgets)
+    d = engine.decisions(world, grid, k=k)
+    scores = np.full(world.n_users, np.nan)
+    candidates, s = engine.candidate_scores(world, grid, k=k)
+    scores[candidates] = s[0]
+    return [(columns, d.mask(cell.index), scores) for cell, columns in zip(grid, decision_rows(d))]
 
 
 def test_one_row_per_cell_plus_base(toy_runs):
@@ -51,42 +64,45 @@ def test_exactly_min_m_pool_flip(toy_runs):
 
 
 def test_flips_only_members_negative_minority(world):
-    scores = engine.candidate_scores(world, "rb-prob")
     p = world.prepared
     previous_members = None
-    for cell in engine.plan_cells(world, "rb-prob", scores, (0.1, 0.3, 0.6), (0.5,)):
-        assert (p.a_train[cell.flips] == 1).all()
-        assert (p.y_train[cell.flips] == 0).all()
-        members = world.minority & (world.member_tickets < np.sort(world.member_tickets[world.minority])[cell.n_members - 1] + 1e-300)
-        assert cell.flips[~members].sum() == 0
-        assert cell.n_members == round(cell.alpha * world.minority.sum() + 1e-9)
+    for cell, flips, _ in _cells(world, "rb-prob", (0.1, 0.3, 0.6), (0.5,)):
+        assert flips.any()
+        assert (p.a_train[flips] == 1).all()
+        assert (p.y_train[flips] == 0).all()
+        n_members = cell["n_members"]
+        members = world.minority & (world.member_tickets <= np.sort(world.member_tickets[world.minority])[n_members - 1])
+        assert flips[~members].sum() == 0
+        assert n_members == round(cell["alpha"] * world.minority.sum() + 1e-9)
         if previous_members is not None:  # nested collectives
             assert (members | ~previous_members).all()
         previous_members = members
 
 
-def test_flipped_users_are_the_top_scored_candidates(world):
-    scores = engine.candidate_scores(world, "rb-dist")
-    for cell in engine.plan_cells(world, "rb-dist", scores, (0.6,), (0.2,)):
-        flipped = scores[cell.flips]
+@pytest.mark.parametrize("method", ["rb-dist", "random"])
+def test_flipped_users_are_the_top_ranked_candidates(world, method):
+    """Every flipped candidate outranks every kept one: by score, then by tie ticket."""
+    for cell, flips, scores in _cells(world, method, (0.6,), (0.2,)):
         pool = world.minority & (world.prepared.y_train == 0) & ~np.isnan(scores)
-        kept = scores[pool & ~cell.flips]
-        assert flipped.min() >= kept[kept.size - 1 :].max() or flipped.min() >= np.max(
-            kept[kept < flipped.min()], initial=-np.inf
-        )
-        assert cell.flips.sum() == cell.m
+        kept = pool & ~flips
+        assert flips.sum() == cell["m"] > 0 and kept.any()
+        assert scores[flips].min() >= scores[kept].max()
+        boundary = scores[flips].min()  # ties at the boundary fall to the tickets
+        tie = world.tie_tickets
+        at_boundary_kept = kept & (scores == boundary)
+        if at_boundary_kept.any():
+            assert tie[flips & (scores == boundary)].min() > tie[at_boundary_kept].max()
 
 
 def test_metrics_match_an_independent_refit(world, toy_runs):
     """Re-derive one cell by hand: relabel, fresh fit, metrics."""
-    scores = engine.candidate_scores(world, "rb-label")
-    cell = next(engine.plan_cells(world, "rb-label", scores, (0.6,), (0.5,)))
+    cell, flips, _ = _cells(world, "rb-label", (0.6,), (0.5,))[0]
     p = world.prepared
-    firm = Firm().fit(p.X_train, relabel(p.y_train, cell.flips))
+    firm = Firm().fit(p.X_train, relabel(p.y_train, flips))
     expected = fairness_metrics(p.y_test, firm.predict(p.X_test), sensitive_features=p.a_test)
     row = toy_runs[(toy_runs["seed"] == 0) & (toy_runs["method"] == "rb-label") & (toy_runs["alpha"] == 0.6)
                    & (toy_runs["budget"] == 0.5) & (toy_runs["budget_kind"] == "fraction")].iloc[0]
-    assert row["flips"] == cell.m
+    assert row["flips"] == cell["m"] == flips.sum()
     for key in ("error", "eqod", "sp_diff", "eopp_diff"):
         assert row[key] == pytest.approx(expected[key], abs=0.005)
 
@@ -128,9 +144,8 @@ def test_oracle_relabelling_improves_counterfactual_success(toy_runs):
 def test_small_reference_sample(world):
     s = TOY.replace(collective__reference=10)
     ds = engine.load_data(s, seed=0)
-    w = engine.build_world(s, ds, 0)
+    w = build_world(s, ds, 0)
     assert w.reference.size == 10 and (w.prepared.a_train[w.reference] == 0).all()
-    scores = engine.candidate_scores(w, "rb-label", k=10)
-    cand = ~np.isnan(scores)
-    assert cand.sum() == ((w.prepared.a_train == 1) & (w.prepared.y_train == 0)).sum()
-    assert scores[cand].max() <= w.prepared.y_train[w.reference].sum()
+    candidates, scores = engine.candidate_scores(w, CellGrid.of(["rb-label"], [1.0], [0.5]), k=10)
+    assert candidates.size == ((w.prepared.a_train == 1) & (w.prepared.y_train == 0)).sum()
+    assert scores.max() <= w.prepared.y_train[w.reference].sum()

@@ -7,18 +7,19 @@ import pandas as pd
 import pytest
 
 from agents.decision import relabel
-from simulations import engine
 from agents.errors import ConfigError
-from simulations.flower_backend import (
-    FlowerSession,
-    _config_args,
-    prepare_run,
-    results_frame,
-    run_in_process,
-    run_seed,
-)
-from simulations.runner import backend_run_seed
+from agents.node import load_node_file
+from agents.protocol import CellGrid
+from server.server_app import RUN_CONFIG
+from simulations import engine
+from simulations.backends import get_backend
+from simulations.flower.backend import BACKEND, run_seed
+from simulations.flower.files import prepare_run, results_frame
+from simulations.flower.inprocess import run_in_process
+from simulations.flower.processes import app_pyproject, config_args
+from simulations.flower.session import FlowerSession
 from simulations.scenario import Scenario
+from simulations.state import build_world
 
 # 86 toy rows -> 60 training users; every method, counts and fractions, empty and full budgets.
 TOY = Scenario(name="toy-flower").replace(
@@ -46,14 +47,14 @@ def assert_same_as_engine(frame, reference):
 
 def assert_same_labels(run_dir, dataset):
     """The firm received exactly the labels the engine's rule produces, cell by cell."""
-    world = engine.build_world(TOY, dataset, 0)
+    world = build_world(TOY, dataset, 0)
     got = np.load(run_dir / "labels.npz")
     np.testing.assert_array_equal(got["user_ids"], world.user_ids)
     rows = [world.prepared.y_train]
-    for method in TOY.collective.methods:
-        scores = engine.candidate_scores(world, method)
-        for cell in engine.plan_cells(world, method, scores, TOY.collective.alphas, TOY.collective.budgets):
-            rows.append(relabel(world.prepared.y_train, cell.flips))
+    c = TOY.collective
+    grid = CellGrid.of(c.methods, c.alphas, c.budgets)
+    decided = engine.decisions(world, grid)
+    rows += [relabel(world.prepared.y_train, decided.mask(cell.index)) for cell in grid]
     np.testing.assert_array_equal(got["labels"], np.array(rows))
 
 
@@ -68,25 +69,36 @@ def test_in_process_nodes_match_the_engine(k, dataset, reference, tmp_path):
 
 
 def test_node_files_hold_only_their_users(dataset, tmp_path):
-    from agents.client_app import load_node_file
-
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=25)
     shards = [load_node_file(f) for f in files.node_files[:-1]]
     assert [s.user_ids.size for s in shards] == [25, 25, 10]
     ids = np.concatenate([s.user_ids for s in shards])
     assert np.unique(ids).size == 60
     coordinator = load_node_file(files.node_files[-1])
-    assert not hasattr(coordinator, "user_ids") and coordinator.methods == TOY.collective.methods
+    assert not hasattr(coordinator, "user_ids") and coordinator.grid.methods == TOY.collective.methods
 
 
 def test_run_config_arguments_are_quoted():
-    assert _config_args({"run-dir": "/a b/c", "rounds": 2, "x": 1.5, "ok": True}) == "run-dir='/a b/c' rounds=2 x=1.5 ok=true"
+    assert config_args({"run-dir": "/a b/c", "rounds": 2, "x": 1.5, "ok": True}) == "run-dir='/a b/c' rounds=2 x=1.5 ok=true"
     with pytest.raises(ConfigError, match="single quote"):
-        _config_args({"run-dir": "/it's"})
+        config_args({"run-dir": "/it's"})
 
 
-def test_runner_dispatches_to_this_backend():
-    assert backend_run_seed(TOY.replace(engine__backend="flower")) is run_seed
+def test_backends_are_found_by_name():
+    assert get_backend("flower") is BACKEND and get_backend("vectorised") is engine.BACKEND
+    assert not BACKEND.supports_comparison and engine.BACKEND.supports_comparison
+    with pytest.raises(ValueError, match="allowed: vectorised, flower"):
+        get_backend("magic")
+
+
+def test_run_config_defaults_have_one_source():
+    """pyproject.toml's Flower app config and the generated simulation app repeat the ServerApp's."""
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    assert project["tool"]["flwr"]["app"]["config"] == RUN_CONFIG
+    assert tomllib.loads(app_pyproject())["tool"]["flwr"]["app"]["config"] == RUN_CONFIG
 
 
 @pytest.mark.slow

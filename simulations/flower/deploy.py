@@ -21,21 +21,20 @@ from pathlib import Path
 import pandas as pd
 
 from agents.errors import CollectiveFairnessError, ConfigError
-from .flower_backend import (
-    APP_PYPROJECT,
+
+from .files import RunFiles, prepare_run, results_frame
+from .processes import (
     FlwrProcesses,
-    RunFiles,
-    _config_args,
-    _results_complete,
-    _wait_http_ok,
+    app_pyproject,
+    config_args,
     flower_env,
     flwr_bin,
     free_port,
-    prepare_run,
-    results_frame,
+    results_complete,
     run_status,
     shell_quote,
     stop_process,
+    wait_http_ok,
 )
 
 __all__ = ["Deployment", "deploy_seed", "main", "node_commands"]
@@ -88,13 +87,13 @@ class Deployment(FlwrProcesses):
     def start(self) -> "Deployment":
         self.home.mkdir(parents=True, exist_ok=True)
         self.app_dir.mkdir(parents=True, exist_ok=True)
-        (self.app_dir / "pyproject.toml").write_text(APP_PYPROJECT, encoding="utf-8")
+        (self.app_dir / "pyproject.toml").write_text(app_pyproject(), encoding="utf-8")
         (self.home / "config.toml").write_text(
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n', encoding="utf-8")
         try:
             link = self._spawn(superlink_command(self.port), "superlink.log")
-            _wait_http_ok(f"http://127.0.0.1:{self.port}/health", time.monotonic() + 60, link)
+            wait_http_ok(f"http://127.0.0.1:{self.port}/health", time.monotonic() + 60, link)
             for i, cmd in enumerate(node_commands(self.files, self.port, self.node_ports)):
                 self._spawn(cmd, f"supernode-{i}.log")
         except BaseException:
@@ -114,7 +113,7 @@ class Deployment(FlwrProcesses):
         results_path.unlink(missing_ok=True)
         run_config = {"run-dir": str(self.files.run_dir), "rounds": int(rounds), "expected-nodes": self.files.n_nodes,
                       "node-wait": float(node_wait), "round-timeout": float(timeout)}
-        proc = self._flwr("run", ".", CONNECTION, "--format", "json", "--run-config", _config_args(run_config))
+        proc = self._flwr("run", ".", CONNECTION, "--format", "json", "--run-config", config_args(run_config))
         import json
 
         try:
@@ -124,12 +123,12 @@ class Deployment(FlwrProcesses):
         deadline = time.monotonic() + node_wait + timeout * (5 * rounds) + 120
         status, next_status = "", time.monotonic() + 10
         while time.monotonic() < deadline:
-            if _results_complete(results_path):
+            if results_complete(results_path):
                 return json.loads(results_path.read_text(encoding="utf-8"))
             if time.monotonic() >= next_status:
                 status = run_status(self._flwr, CONNECTION, run_id)
                 next_status = time.monotonic() + 10
-                if status.startswith("finished") and not _results_complete(results_path):
+                if status.startswith("finished") and not results_complete(results_path):
                     break
             time.sleep(0.2)
         else:
@@ -142,7 +141,7 @@ class Deployment(FlwrProcesses):
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
                 dataset=None, timeout: float | None = None) -> tuple[pd.DataFrame, dict]:
     """Run one seed on a local deployment; returns the engine's rows and the raw results."""
-    from .engine import load_data
+    from ..engine import load_data
 
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     workdir = Path(workdir).resolve()
@@ -170,13 +169,15 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        from .engine import load_data
-        from .scenario import load_scenario
+        from ..engine import load_data
+        from ..scenario import load_scenario
 
         scenario = load_scenario(args.config)
         seed = scenario.seeds[0] if args.seed is None else args.seed
         if args.agents_per_node is not None and args.agents_per_node < 1:
             raise ConfigError(f"--agents-per-node {args.agents_per_node}: allowed: an int >= 1")
+        if args.rounds is not None and args.rounds < 1:
+            raise ConfigError(f"--rounds {args.rounds}: allowed: an int >= 1")
         if args.print_commands:
             workdir = args.workdir.resolve()
             files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=load_data(scenario, seed=seed),
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             print(shell_quote(superlink_command(port)) + " &")
             for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)])):
                 print(shell_quote(cmd) + " &")
-            run_config = _config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
+            run_config = config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
                                        "expected-nodes": files.n_nodes})
             print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
             print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
                                      rounds=args.rounds)
     except CollectiveFairnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)
         return 2
     last = results["rounds"][-1]
     print(f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds, "

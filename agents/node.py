@@ -1,0 +1,93 @@
+"""What one Flower node holds: its users' own records, or the coordinator's reference.
+
+A node is one user on a device, or a shard of K users in simulation; it knows
+only its users' ``(user id, x, a, y)`` and the collective's two ticket keys.
+One node per run is the coalition's coordinator instead: it holds the grid and
+the majority reference rows the collective may see. Both are ``.npz`` files
+read without pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .decision import user_tickets
+from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid
+
+__all__ = ["CoordinatorData", "NodeData", "load_node_file", "write_coordinator_file", "write_users_file"]
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """One node's users: only their own records and the collective's ticket keys."""
+
+    user_ids: np.ndarray
+    X: np.ndarray
+    a: np.ndarray
+    y: np.ndarray
+    membership_key: int
+    tie_key: int
+    cf_proba: np.ndarray | None = None  # synthetic data only (oracle method)
+
+    @property
+    def member_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.membership_key)
+
+    @property
+    def tie_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.tie_key)
+
+
+@dataclass(frozen=True)
+class CoordinatorData:
+    """What the coalition's coordinator knows: the grid and the majority reference."""
+
+    grid: CellGrid
+    k: int
+    X_ref: np.ndarray
+    y_ref: np.ndarray
+
+
+def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_proba=None) -> Path:
+    arrays = dict(
+        role=np.array(ROLE_USERS),
+        user_ids=np.asarray(user_ids, dtype=np.int64),
+        X=np.asarray(X, dtype=np.float64),
+        a=np.asarray(a).astype(np.int8),
+        y=np.asarray(y).astype(np.int8),
+        keys=np.array([membership_key, tie_key], dtype=np.uint64),
+    )
+    if cf_proba is not None:
+        arrays["cf_proba"] = np.asarray(cf_proba, dtype=np.float64)
+    return _write(path, arrays)
+
+
+def write_coordinator_file(path, *, grid: CellGrid, k: int, X_ref, y_ref) -> Path:
+    return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), k=np.array(int(k), dtype=np.int64),
+                             X_ref=np.asarray(X_ref, dtype=np.float64), y_ref=np.asarray(y_ref).astype(np.int8)))
+
+
+def _write(path, arrays: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+    return path
+
+
+def load_node_file(path) -> NodeData | CoordinatorData:
+    with np.load(path, allow_pickle=False) as f:
+        role = str(f["role"])
+        if role == ROLE_COORDINATOR:
+            return CoordinatorData(grid=CellGrid.from_arrays(f), k=int(f["k"]), X_ref=f["X_ref"], y_ref=f["y_ref"])
+        if role != ROLE_USERS:
+            raise ValueError(f"{path}: unknown node role {role!r}; allowed: {ROLE_USERS}, {ROLE_COORDINATOR}")
+        keys = f["keys"]
+        return NodeData(
+            user_ids=f["user_ids"], X=f["X"], a=f["a"], y=f["y"],
+            membership_key=int(keys[0]), tie_key=int(keys[1]),
+            cf_proba=f["cf_proba"] if "cf_proba" in f.files else None,
+        )

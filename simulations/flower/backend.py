@@ -1,0 +1,48 @@
+"""The ``flower`` backend: one seed = one ``flwr run`` on a simulation SuperLink with Ray.
+
+The user half of the collective's rule runs inside each node's ClientApp for
+its own K users (``[flower] agents-per-node``), the coordinator half on the
+coordinator node, the firm in the ServerApp; this module prepares the files,
+runs the federation and returns the engine's rows for the final round.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pandas as pd
+
+from ..engine import count_fits, load_data
+from .files import prepare_run, results_frame
+from .session import close_sessions, session_for
+
+__all__ = ["BACKEND", "close_sessions", "run_seed"]
+
+
+def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, session=None) -> pd.DataFrame:
+    """One seed of a scenario on the Flower backend: the engine's rows (final round)."""
+    dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
+    session = session or session_for(scenario.flower, workdir)
+    run_dir = session.workdir / "runs" / f"{_safe(scenario.name)}-seed{seed}-{uuid.uuid4().hex[:8]}"
+    files = prepare_run(scenario, seed, run_dir, dataset=dataset)
+    results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout)
+    frame = results_frame(scenario, dataset, seed, results)
+    if on_fit:
+        on_fit(count_fits(scenario))
+    return frame
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:60] or "scenario"
+
+
+class _Flower:
+    name = "flower"
+    supports_comparison = False
+
+    def run_seed(self, scenario, seed, *, dataset=None, executor=None, on_fit=None) -> pd.DataFrame:
+        # The firm's fits run in the ServerApp's own workers ([engine] n_jobs), not the executor's.
+        return run_seed(scenario, seed, dataset=dataset, on_fit=on_fit)
+
+
+BACKEND = _Flower()

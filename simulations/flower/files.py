@@ -1,0 +1,96 @@
+"""One seed's files for a federation, and its results as the engine's rows.
+
+For each seed the backend builds the same world as the vectorised engine and
+writes one file per node (K = ``agents-per-node`` users each, in the engine's
+user order) plus the coordinator's file and the firm's file. The ServerApp
+writes ``results.json``; :func:`results_frame` turns it into the engine's tidy
+rows (``backend = "flower"``), so both backends give the same table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from agents.node import write_coordinator_file, write_users_file
+from agents.protocol import CellGrid
+from server.server_app import write_firm_spec
+
+from ..engine import load_data
+from ..rows import BASE, cell_columns, config_columns
+from ..state import build_world
+
+__all__ = ["RunFiles", "prepare_run", "results_frame"]
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """One seed's files: node files (users shards, then the coordinator) and the firm's."""
+
+    run_dir: Path
+    node_files: tuple[Path, ...]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_files)
+
+    @property
+    def node_data_dir(self) -> Path:
+        return self.run_dir / "nodes"
+
+
+def prepare_run(scenario: Scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None) -> RunFiles:
+    """Write every node's file, the coordinator's and the firm's for one seed.
+
+    Users are sharded in the engine's order, K per node; which node holds whom
+    changes nothing (scores and tickets are per user).
+    """
+    run_dir = Path(run_dir)
+    k = int(agents_per_node or scenario.flower.agents_per_node)
+    dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
+    world = build_world(scenario, dataset, seed)
+    p = world.prepared
+    keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
+    n = world.user_ids.size
+    files = []
+    for i, start in enumerate(range(0, n, k)):
+        rows = slice(start, min(start + k, n))
+        files.append(write_users_file(
+            run_dir / "nodes" / f"node-{i}.npz", user_ids=world.user_ids[rows], X=p.X_train[rows],
+            a=p.a_train[rows], y=p.y_train[rows], **keys,
+            cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows],
+        ))
+    c = scenario.collective
+    files.append(write_coordinator_file(
+        run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), k=c.k,
+        X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference],
+    ))
+    write_firm_spec(
+        run_dir, customer_ids=world.user_ids, X_test=p.X_test, a_test=p.a_test, y_test=p.y_test,
+        firm_seed=world.firm_seed, scenario=scenario.to_dict(), X_test_cf=p.X_test_cf,
+    )
+    return RunFiles(run_dir, tuple(files))
+
+
+def results_frame(scenario: Scenario, dataset, seed: int, results: dict, *, round_: int = -1) -> pd.DataFrame:
+    """The engine's tidy rows from one round of a Flower run's results."""
+    r = results["rounds"][round_]
+    config = config_columns(scenario, dataset, backend="flower")
+    coalition = r["coalition"]
+    metrics = r["metrics"]
+    extra = {"round": r["round"], "reports_rejected": sum(r["nodes"]["reports_rejected"].values()),
+             "nodes_failed": sum(v.get("errors", 0) + v.get("timeouts", 0) for v in r["messages"].values())}
+    common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}
+    rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **metrics[0], **extra}]
+    c = scenario.collective
+    for cell in CellGrid.of(c.methods, c.alphas, c.budgets):
+        get = lambda key, default=np.nan: coalition[key][cell.index] if key in coalition else default  # noqa: E731
+        columns = cell_columns(cell.method, cell.alpha, cell.budget,
+                               n_members=coalition["n_members"][cell.alpha_index] if coalition else 0,
+                               pool_size=get("pool_size", 0), m=get("m", 0), flips=r["flips"][cell.index],
+                               threshold=get("score"))
+        rows.append({**common, **columns, **metrics[cell.index + 1], **extra})
+    return pd.DataFrame(rows)

@@ -1,0 +1,76 @@
+"""The ServerApp against in-process ClientApps: no SuperLink, no Ray (tests, debugging)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Callable, Iterable
+
+from agents.client_app import app as client_app
+from server.server_app import RunSettings, run_rounds
+
+from .files import RunFiles
+
+__all__ = ["InProcessGrid", "run_in_process"]
+
+
+class InProcessGrid:
+    """A Flower ``Grid`` that runs the real ClientApp for each node in this process.
+
+    No SuperLink, no Ray: for unit tests of the ServerApp and for debugging.
+    ``tamper(node_id, message, reply)`` may return a changed reply, or ``None``
+    to drop it (the ServerApp then sees a timeout).
+    """
+
+    def __init__(self, node_configs: Iterable[dict], run_config: dict, *, tamper: Callable | None = None, app=None):
+        from flwr.app import Context, RecordDict
+        from flwr.supercore.task_identity import TaskIdentity
+
+        # Messages take their run and sender ids from the process's task identity,
+        # which the Flower runtime sets; here we are the SuperLink (node 1) of run 1.
+        for attr in ("run_id", "task_id", "node_id"):
+            if getattr(TaskIdentity, f"_{attr}") is None:
+                setattr(TaskIdentity, attr, 1)
+        self.app = app or client_app
+        self.tamper = tamper
+        self.contexts = {}
+        for i, node_config in enumerate(node_configs):
+            node_id = 1000 + i
+            self.contexts[node_id] = Context(run_id=1, node_id=node_id, node_config=dict(node_config),
+                                             state=RecordDict(), run_config=dict(run_config))
+        self._replies = {}
+
+    # The Grid interface the ServerApp uses.
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        from flwr.app import Error, Message
+
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            node_id = msg.metadata.dst_node_id
+            try:
+                reply = self.app(msg, self.contexts[node_id])
+            except Exception as exc:  # a failing ClientApp answers with an error, as in Flower
+                reply = Message(Error(code=2, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
+            if self.tamper is not None:
+                reply = self.tamper(node_id, msg, reply)
+            if reply is not None:
+                self._replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return self.pull_messages(self.push_messages(list(messages)))
+
+
+def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None = None) -> dict:
+    """Run the ServerApp against in-process nodes (no Flower runtime)."""
+    node_configs = [{"partition-id": i, "num-partitions": files.n_nodes} for i in range(files.n_nodes)]
+    grid = InProcessGrid(node_configs, {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
+    settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0)
+    return run_rounds(grid, settings)

@@ -1,0 +1,190 @@
+"""A run's state at round t, and the world it lives in.
+
+A :class:`World` is what one seed fixes: the split and encoding of the data,
+every user's tickets, the majority rows the collective may see, the firm's
+seed. A :class:`RunState` is the run at round ``t``: the collective's
+membership and behaviour, the last signal its coordinator published, the
+reports the firm holds and how the firm's models score on the test set. A
+backend's step advances it by one round (:func:`simulations.engine.step` over
+every user at once); the paper's one-shot experiment is one step from round 0.
+
+Randomness: one seed per run, spawned into named, independent
+``SeedSequence`` streams (:func:`seed_streams`); never a global generator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from agents import rule
+from agents.decision import member_count, membership_cutoff, stream_key, user_tickets
+from agents.protocol import CellGrid, Signal
+from agents.scoring import make_scorer
+from server.training import TestSet
+
+from .datasets import Dataset, Prepared, prepare
+
+__all__ = ["Decisions", "RunState", "World", "build_world", "collective_decisions", "initial_state", "seed_streams",
+           "stream_int"]
+
+# Stream names, in spawn order. New streams are appended: a SeedSequence's i-th
+# child does not depend on how many are spawned, so existing streams never move.
+STREAMS = ("split", "membership", "ties", "reference", "firm",
+           "baselines", "defence", "trusted", "adaptive")  # the last four: simulations.comparison
+
+
+def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
+    """The run's independent random streams, spawned from its one seed."""
+    return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS))))
+
+
+def stream_int(seq: np.random.SeedSequence, *, bits: int = 31) -> int:
+    """An int seed in [0, 2**bits) from a stream, for APIs that want an int (scikit-learn)."""
+    return int(seq.generate_state(1)[0]) % 2**bits
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything one seed of a scenario shares across its cells and rounds."""
+
+    seed: int
+    prepared: Prepared
+    user_ids: np.ndarray  # training users' ids (dataset row positions)
+    membership_key: int  # member tickets decide who joins (nested in alpha)
+    tie_key: int  # tie tickets break score ties in the coalition rule
+    reference: np.ndarray  # training rows of the majority the collective sees
+    firm_seed: int
+
+    @property
+    def member_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.membership_key)
+
+    @property
+    def tie_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.tie_key)
+
+    @property
+    def minority(self) -> np.ndarray:
+        return self.prepared.a_train == 1
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.size)
+
+    @property
+    def test(self) -> TestSet:
+        p = self.prepared
+        return TestSet(p.X_test, p.y_test, p.a_test, p.X_test_cf)
+
+    def members(self, alpha: float) -> np.ndarray:
+        """Mask of the collective at size ``alpha`` (nested: grows with alpha)."""
+        minority, tickets = self.minority, self.member_tickets
+        count = member_count(alpha, int(minority.sum()))
+        return minority & (tickets < membership_cutoff(tickets[minority], count))
+
+    def candidates(self, alpha: float) -> np.ndarray:
+        """Positions of the candidates (members with y = 0) of the collective at ``alpha``.
+        Collectives are nested, so the grid's largest alpha holds every cell's candidates."""
+        return np.flatnonzero(self.members(alpha) & (self.prepared.y_train == 0))
+
+    def scores(self, method: str, users: np.ndarray, *, k: int = 10) -> np.ndarray:
+        """Scores of ``users`` (positions) by ``method``, fitted on the majority reference."""
+        p = self.prepared
+        scorer = make_scorer(method, k=k).fit(p.X_train[self.reference], p.y_train[self.reference])
+        extra = {"counterfactual_proba": p.cf_proba_train[users]} if method == "oracle" else {}
+        return scorer.score_samples(p.X_train[users], **extra)
+
+
+def build_world(scenario, dataset: Dataset, seed: int) -> World:
+    """Split, encode and draw the per-user tickets for one seed."""
+    streams = seed_streams(seed)
+    prepared = prepare(dataset, test_size=scenario.data.test_size, include_sensitive=scenario.data.include_sensitive,
+                       random_state=stream_int(streams["split"], bits=32))
+    majority = np.flatnonzero(prepared.a_train == 0)
+    ref = scenario.collective.reference
+    if ref != "all":
+        rng = np.random.default_rng(streams["reference"])
+        majority = np.sort(rng.choice(majority, size=min(ref, majority.size), replace=False))
+    return World(
+        seed=seed,
+        prepared=prepared,
+        user_ids=np.asarray(prepared.train_index, dtype=np.int64),
+        membership_key=stream_key(streams["membership"]),
+        tie_key=stream_key(streams["ties"]),
+        reference=majority,
+        firm_seed=stream_int(streams["firm"]),
+    )
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The collective's decisions in every cell of a grid: the signal and who flips."""
+
+    grid: CellGrid
+    signal: Signal
+    candidates: np.ndarray  # positions of the candidates among the training users
+    flips: np.ndarray  # (cells, candidates) bool
+    n_users: int
+
+    def mask(self, c: int) -> np.ndarray:
+        """Cell ``c``'s flips as a mask over every training user."""
+        out = np.zeros(self.n_users, dtype=bool)
+        out[self.candidates] = self.flips[c]
+        return out
+
+    @property
+    def n_flips(self) -> np.ndarray:
+        return self.flips.sum(axis=1)
+
+
+def collective_decisions(world: World, grid, scores: np.ndarray, candidates: np.ndarray, *,
+                         held_back=None) -> "Decisions":
+    """Both halves of the collective's rule over every candidate at once.
+
+    ``candidates`` are the positions of the members (at the grid's largest
+    alpha) with y = 0 and ``scores`` their scores, one row per method;
+    ``held_back`` (per alpha, per candidate) leaves candidates out of the ranking.
+    """
+    member_tickets, tie_tickets = world.member_tickets, world.tie_tickets
+    cutoffs, n_members = rule.membership_cutoffs(member_tickets[world.minority], grid.alphas)
+    mt, tt = member_tickets[candidates], tie_tickets[candidates]
+    signal = rule.publish(grid, cutoffs, n_members, mt, tt, scores, held_back=held_back)
+    flips = rule.decide_cells(grid, signal, mt, tt, scores, held_back=held_back)
+    return Decisions(grid, signal, candidates, flips, world.n_users)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run at round ``t``: what every party holds after ``t`` steps.
+
+    * the collective: ``scores`` of its candidates per method (recomputed when
+      what it knows of the majority changes), ``behaviour`` (per-user state such
+      as compliance or dropout: empty for the paper's perfectly coordinated
+      collective) and ``decisions``, the last published signal and who acted on it;
+    * the firm: the reported labels it holds (``decisions`` applied to the true
+      labels) and ``metrics``, its current models evaluated on the test set
+      (the base model first, then one per cell).
+    """
+
+    round: int
+    world: World
+    grid: CellGrid
+    k: int = 10
+    scores: np.ndarray | None = None  # (methods, candidates) at the grid's largest alpha
+    behaviour: Mapping[str, np.ndarray] = field(default_factory=dict)
+    decisions: Decisions | None = None
+    metrics: tuple = ()
+
+    def replace(self, **changes) -> "RunState":
+        return dataclasses.replace(self, **changes)
+
+
+def initial_state(scenario, dataset: Dataset, seed: int) -> RunState:
+    """Round 0: the world is drawn, nobody has acted, the firm holds nothing yet."""
+    c = scenario.collective
+    return RunState(round=0, world=build_world(scenario, dataset, seed),
+                    grid=CellGrid.of(c.methods, c.alphas, c.budgets), k=c.k)
