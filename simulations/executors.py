@@ -71,8 +71,7 @@ def shutdown_workers() -> None:
     """Stop the local worker processes now (on exit or interrupt, so none outlive the run)."""
     import sys
 
-    if "joblib" not in sys.modules:  # no pool was ever started
-        return
-    from joblib.externals.loky import get_reusable_executor
-
-    get_reusable_executor().shutdown(wait=False, kill_workers=True)
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    pool = getattr(loky, "_executor", None)  # asking loky for the pool would start one
+    if pool is not None:
+        pool.shutdown(wait=False, kill_workers=True)

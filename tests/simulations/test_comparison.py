@@ -234,7 +234,7 @@ def write(tmp_path, raw) -> Path:
         ({"defence": {"cv": 1}}, "cv: 1 is not allowed"),
         ({"defence": {"adaptive": "yes"}}, "adaptive: must be true or false"),
         ({"defence": {"audit": ["x"]}}, "[defence] audit: unknown key; allowed: audits, actions"),
-        ({"defence": {}, "engine": {"backend": "flower"}}, "[baselines] and [defence] run on the 'vectorised' backend only"),
+        ({"defence": {}, "engine": {"backend": "flower"}}, "'flower' cannot run [baselines] or [defence]; allowed: 'vectorised'"),
     ],
 )
 def test_bad_sections_name_the_key_and_what_is_allowed(tmp_path, raw, message):
