@@ -32,6 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from agents.errors import ConfigError, DataError
 from agents.protocol import budget_count
+from agents.validation import as_binary, stream_int
 from server.firm import make_estimator
 from server.metrics import fairness_metrics
 
@@ -67,12 +68,7 @@ def _quiet_fairlearn():
 
 
 def _binary(values, name: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise DataError(f"{name} must be 1-D, got shape {arr.shape}")
-    if arr.dtype.kind not in "biuf" or np.any((arr != 0) & (arr != 1)):
-        raise DataError(f"{name} must contain only 0 and 1")
-    return arr.astype(np.int64)
+    return as_binary(values, name).astype(np.int64)
 
 
 def _check_data(X, y=None, a=None):
@@ -110,7 +106,7 @@ def _rng(random_state, stream: int) -> np.random.Generator:
 
 def _int_seed(random_state, stream: int) -> int:
     """A 32-bit seed for APIs (fairlearn, sklearn) that want an int or RandomState."""
-    return int(_seed_sequence(random_state, stream).generate_state(1)[0])
+    return stream_int(_seed_sequence(random_state, stream), bits=32)
 
 
 def _fresh(estimator, random_state, stream: int = 0):

@@ -15,30 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from agents.validation import as_binary
+
 __all__ = ["fairness_metrics", "counterfactual_metrics", "group_table"]
 
 
 def _as_binary(values, name: str) -> np.ndarray:
-    """Return a 1-D uint8 array of 0/1 (bool-viewable), or raise ValueError naming ``name``."""
-    arr = np.asarray(values)
-    if arr.ndim == 2 and arr.shape[1] == 1:  # a single-column frame/matrix
-        arr = arr[:, 0]
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    kind = arr.dtype.kind
-    if kind not in "biuf":
-        raise ValueError(f"{name} must be numeric with values in {{0, 1}}, got dtype {arr.dtype}")
-    if kind in "iu":
-        # min/max reductions are cheaper than elementwise tests (hot path).
-        ok = arr.size == 0 or (arr.min() >= 0 and arr.max() <= 1)
-    elif kind == "f":
-        ok = bool(np.all((arr == 0) | (arr == 1)))  # nan fails both tests
-    else:
-        ok = True
-    if not ok:
-        bad = arr[(arr != 0) & (arr != 1)]
-        raise ValueError(f"{name} must contain only 0 and 1, found {np.unique(bad)[:5].tolist()}")
-    return arr.astype(np.uint8)
+    """A 1-D uint8 array of 0/1 (bool-viewable), or a ValueError naming ``name``."""
+    return as_binary(values, name).astype(np.uint8)
 
 
 def _check_lengths(**arrays: np.ndarray) -> int:

@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agents.validation import is_binary
+
 __all__ = ["REASONS", "Intake", "assemble", "check_report", "validate_reports"]
 
 REQUIRED = ("user_ids", "X", "a", "labels")
 REASONS = ("missing", "shape", "dtype", "non-finite", "labels", "sensitive", "unknown-user", "duplicate-user")
-
-
-def _is_binary(values: np.ndarray) -> bool:
-    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
-        return False
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        return False
-    return bool(np.isin(values, (0, 1)).all())
 
 
 def check_report(arrays: dict, *, n_features: int, n_label_rows: int, known_ids=None) -> str | None:
@@ -41,9 +35,9 @@ def check_report(arrays: dict, *, n_features: int, n_label_rows: int, known_ids=
         return "dtype"
     if not np.isfinite(X).all():
         return "non-finite"
-    if not _is_binary(labels):
+    if not is_binary(labels):
         return "labels"
-    if not _is_binary(a):
+    if not is_binary(a):
         return "sensitive"
     if known_ids is not None and not np.isin(ids, known_ids).all():
         return "unknown-user"

@@ -38,12 +38,13 @@ from threadpoolctl import threadpool_limits
 
 from agents.decision import relabel
 from agents.protocol import CellGrid
+from agents.validation import stream_int
 from server.defences import confident_negatives
 from server.firm import Firm
 from server.training import evaluate, firm_design
 
 from .rows import decision_rows
-from .state import collective_decisions, stream_int
+from .state import collective_decisions
 
 __all__ = [
     "COMPARISON_COLUMNS",

@@ -42,6 +42,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from agents.errors import ConfigError, DataError
+from agents.validation import as_binary, stream_int
 
 __all__ = [
     "DATASETS",
@@ -68,10 +69,7 @@ SYNTHETIC = ("synthetic", "toy")  # drawn from the SCM: known counterfactuals, o
 
 
 def _frozen_int8(values: Any, what: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1 or not np.isin(arr, (0, 1)).all():
-        raise DataError(f"{what} must be a 1-D array of 0/1 values")
-    arr = np.array(arr, dtype=np.int8)  # always a private copy
+    arr = np.array(as_binary(values, what), dtype=np.int8)  # always a private copy
     arr.setflags(write=False)
     return arr
 
@@ -739,7 +737,7 @@ def _split_seed(random_state: Any) -> int:
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**32))
     if isinstance(random_state, np.random.SeedSequence):
-        return int(random_state.generate_state(1)[0])
+        return stream_int(random_state, bits=32)
     _as_generator(random_state)  # validates (raises ConfigError)
     return int(random_state) % 2**32
 

@@ -23,13 +23,13 @@ import numpy as np
 from agents import rule
 from agents.decision import member_count, membership_cutoff, stream_key, user_tickets
 from agents.protocol import CellGrid, Signal
+from agents.validation import stream_int
 from agents.scoring import make_scorer
 from server.training import TestSet
 
 from .datasets import Dataset, Prepared, prepare
 
-__all__ = ["Decisions", "RunState", "World", "build_world", "collective_decisions", "initial_state", "seed_streams",
-           "stream_int"]
+__all__ = ["Decisions", "RunState", "World", "build_world", "collective_decisions", "initial_state", "seed_streams"]
 
 # Stream names, in spawn order. New streams are appended: a SeedSequence's i-th
 # child does not depend on how many are spawned, so existing streams never move.
@@ -40,11 +40,6 @@ STREAMS = ("split", "membership", "ties", "reference", "firm",
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     """The run's independent random streams, spawned from its one seed."""
     return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS))))
-
-
-def stream_int(seq: np.random.SeedSequence, *, bits: int = 31) -> int:
-    """An int seed in [0, 2**bits) from a stream, for APIs that want an int (scikit-learn)."""
-    return int(seq.generate_state(1)[0]) % 2**bits
 
 
 @dataclass(frozen=True)

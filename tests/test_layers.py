@@ -3,8 +3,8 @@
 * ``agents`` (what one user knows and decides) imports nothing of ``server`` or
   ``simulations``: it runs on a device.
 * ``server`` (the firm) imports nothing of ``simulations`` and, of the
-  collective, only the shared vocabulary: ``agents.protocol`` (wire formats)
-  and ``agents.errors``.
+  collective, only the shared vocabulary: ``agents.protocol`` (wire formats),
+  ``agents.errors`` and ``agents.validation``.
 * The two Flower apps never import each other.
 * No import circle among the project's modules.
 * Every third-party package imported is declared in pyproject.toml.
@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agents", "server", "simulations")
-SHARED_WITH_THE_FIRM = {"agents.protocol", "agents.errors"}
+SHARED_WITH_THE_FIRM = {"agents.protocol", "agents.errors", "agents.validation"}
 
 
 def _modules() -> dict[str, Path]:

@@ -530,7 +530,7 @@ def test_prepare_bad_random_state_and_tiny_stratum():
 
 def test_dataset_validates_its_fields():
     features = pd.DataFrame({"x": [1.0, 2.0]})
-    with pytest.raises(DataError, match="0/1"):
+    with pytest.raises(DataError, match="must contain only 0 and 1"):
         Dataset("d", features, [0, 2], [0, 1], "g", (), ("x",))
     with pytest.raises(DataError, match="exactly once"):
         Dataset("d", features, [0, 1], [0, 1], "g", ("x",), ("x",))
