@@ -44,7 +44,7 @@ from server.firm import Firm
 from server.training import evaluate, firm_design
 
 from .rows import decision_rows
-from .state import collective_decisions
+from .state import collective_decisions, seed_streams
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -237,7 +237,7 @@ def adaptive_decisions(world, grid, scores, candidates, implausible_for):
 # ---------------------------------------------------------------------------------- hook
 
 
-def comparison_rows(scenario, state, rows: list[dict], *, common: dict, estimator, streams: dict, executor,
+def comparison_rows(scenario, state, rows: list[dict], *, common: dict, estimator, executor,
                     on_fit=None) -> list[dict]:
     """The seed's rows with comparison columns, plus baseline, defended and adaptive rows.
 
@@ -246,6 +246,7 @@ def comparison_rows(scenario, state, rows: list[dict], *, common: dict, estimato
     the columns every row of the seed shares (configuration, seed, sizes).
     """
     world, decisions = state.world, state.decisions
+    streams = seed_streams(world.seed)
     rows = [{**row, **COMPARISON_COLUMNS, "family": "base" if i == 0 else "collective"} for i, row in enumerate(rows)]
     p = world.prepared
 

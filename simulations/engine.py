@@ -31,7 +31,7 @@ from server.training import firm_design, train_cells
 from .datasets import Dataset, load_dataset
 from .executors import Executor, make_executor
 from .rows import BASE, cell_columns, config_columns, decision_rows
-from .state import Decisions, RunState, World, collective_decisions, initial_state, seed_streams
+from .state import Decisions, RunState, World, collective_decisions, initial_state
 
 __all__ = ["BACKEND", "candidate_scores", "count_fits", "decisions", "load_data", "run_scenario", "run_seed", "step"]
 
@@ -108,8 +108,8 @@ def run_seed(
     if scenario.compares:  # firm-side baselines, defences, adaptive collective: same world
         from .comparison import comparison_rows
 
-        rows = comparison_rows(scenario, state, rows, common=common, estimator=estimator,
-                               streams=seed_streams(seed), executor=executor, on_fit=on_fit)
+        rows = comparison_rows(scenario, state, rows, common=common, estimator=estimator, executor=executor,
+                               on_fit=on_fit)
     return pd.DataFrame(rows)
 
 

@@ -149,3 +149,16 @@ def test_small_reference_sample(world):
     candidates, scores = engine.candidate_scores(w, CellGrid.of(["rb-label"], [1.0], [0.5]), k=10)
     assert candidates.size == ((w.prepared.a_train == 1) & (w.prepared.y_train == 0)).sum()
     assert scores.max() <= w.prepared.y_train[w.reference].sum()
+
+
+@pytest.mark.parametrize("method", ["rb-prob", "rb-label", "rb-dist", "random", "oracle"])
+def test_an_empty_candidate_pool_flips_nobody(method):
+    """A collective too small to have a candidate: no scorer is fitted, nobody flips, the
+    cells equal the base model (it used to be a scikit-learn traceback for rb-prob)."""
+    tiny = TOY.replace(seeds=(0,), collective__methods=(method,), collective__alphas=(0.001,),
+                       collective__budgets=(0.5, 3))
+    runs = engine.run_scenario(tiny)
+    cells = runs[runs["method"] == method]
+    assert len(cells) == 2 and (cells["n_members"] == 0).all()
+    assert (cells["pool_size"] == 0).all() and (cells["flips"] == 0).all() and (cells["m"] == 0).all()
+    np.testing.assert_array_equal(cells["eqod"], runs.loc[runs["method"] == "base", "eqod"].iloc[0])

@@ -120,3 +120,11 @@ def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_pat
     assert (home / "config.toml").exists() and not (home / "local-superlink").exists()
     with pytest.raises(ProcessLookupError):
         os.killpg(superlink.pid, 0)
+
+
+def test_an_empty_candidate_pool_matches_the_engine_in_a_federation_too(dataset, tmp_path):
+    tiny = TOY.replace(collective__methods=("rb-prob", "random"), collective__alphas=(0.001,))
+    files = prepare_run(tiny, 0, tmp_path, dataset=dataset, agents_per_node=20)
+    frame = results_frame(tiny, dataset, 0, run_in_process(files, rounds=1))
+    assert_same_as_engine(frame, engine.run_seed(tiny, 0, dataset=dataset))
+    assert (frame["flips"] == 0).all()
