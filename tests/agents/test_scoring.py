@@ -84,7 +84,8 @@ def test_estimator_contract():
         assert isinstance(s, cls)
         assert clone(s).get_params() == s.get_params()
         assert not any(k.endswith("_") for k in vars(s))  # nothing learned before fit
-    assert RBLabel(k=3).fit(X_REF, Y_REF) is not None
+        assert s.fit(X_REF, Y_REF) is s  # fit returns the scorer itself, now fitted
+        assert any(k.endswith("_") for k in vars(s))
     with pytest.raises(ValueError, match="unknown method"):
         make_scorer("rb-magic")
 

@@ -252,14 +252,19 @@ def test_threshold_optimizer_endpoints_match_base_and_fairlearn(data):
 def test_threshold_optimizer_mixing_is_monotone(data):
     X, y, a = data
     model = MixedThresholdOptimizer(random_state=0).fit(X, y, sensitive_features=a)
-    base = model.set_params(mix=0.0).predict(X, sensitive_features=a)
-    fair = model.set_params(mix=1.0).predict(X, sensitive_features=a)
-    prev = np.zeros(len(y), dtype=bool)
+    XX, aa = np.tile(X, (25, 1)), np.tile(a, 25)  # many rows for the frequency check
+    base = model.set_params(mix=0.0).predict(XX, sensitive_features=aa)
+    fair = model.set_params(mix=1.0).predict(XX, sensitive_features=aa)
+    differ = fair != base
+    assert differ.sum() > 500
+    prev = np.zeros(len(aa), dtype=bool)
     for t in (0.25, 0.5, 0.75, 1.0):
-        pred = model.set_params(mix=t).predict(X, sensitive_features=a)
+        pred = model.set_params(mix=t).predict(XX, sensitive_features=aa)
         assert np.all((pred == base) | (pred == fair))
         switched = pred != base
         assert np.all(switched[prev])  # rows switched at a lower mix stay switched
+        # each row takes the fair prediction with probability t
+        assert switched[differ].mean() == pytest.approx(t, abs=0.05)
         prev = switched
     with pytest.raises(ConfigError, match="mix"):
         model.set_params(mix=1.2).predict(X, sensitive_features=a)

@@ -73,13 +73,22 @@ def test_rejections_are_counted_by_reason():
 
 
 def test_assemble_follows_the_customer_list_or_the_ids():
-    r1, r2 = report([7, 3]), report([5, 1])
-    table = assemble([(1, r1), (2, r2)], order=[5, 7, 1, 3, 9])
-    np.testing.assert_array_equal(table["user_ids"], [5, 7, 1, 3])
-    np.testing.assert_array_equal(table["X"][1], r1["X"][0])
-    np.testing.assert_array_equal(table["labels"][:, 2], r2["labels"][:, 1])
-    table = assemble([(1, r1), (2, r2)])
-    np.testing.assert_array_equal(table["user_ids"], [1, 3, 5, 7])
-    np.testing.assert_array_equal(table["a"], [1, 1, 1, 1])
+    # Mixed parities (so ``a`` is not constant) and different draws per report, so a
+    # misaligned column shows.
+    r1, r2 = report([7, 2], rng=np.random.default_rng(1)), report([4, 1], rng=np.random.default_rng(2))
+    where = {int(u): (r, i) for r in (r1, r2) for i, u in enumerate(r["user_ids"])}
+
+    def expected(ids):  # the table built row by row from the reports, by hand
+        picked = [where[u] for u in ids]
+        return {"user_ids": np.array(ids), "X": np.array([r["X"][i] for r, i in picked]),
+                "a": np.array([r["a"][i] for r, i in picked]),
+                "labels": np.array([r["labels"][:, i] for r, i in picked]).T}
+
+    for table, ids in ((assemble([(1, r1), (2, r2)], order=[4, 7, 1, 2, 9]), [4, 7, 1, 2]),
+                       (assemble([(1, r1), (2, r2)]), [1, 2, 4, 7])):
+        want = expected(ids)
+        np.testing.assert_array_equal(want["a"], np.array(ids) % 2)
+        for key in ("user_ids", "X", "a", "labels"):
+            np.testing.assert_array_equal(table[key], want[key], err_msg=key)
     with pytest.raises(ValueError, match="nothing to train on"):
         assemble([])

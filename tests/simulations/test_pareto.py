@@ -1,6 +1,8 @@
 """simulations.pareto: fronts, reachable error, claims, on hand-made tables."""
 
+import html
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +31,28 @@ def test_error_at_with_and_without_mixing():
     assert error_at(x, y, 0.2) == pytest.approx(3.0)  # half of each classifier
     assert error_at(x, y, 0.3) == 1.0
     assert np.isnan(error_at(x, y, 0.05))
-    # a mixture's |group gap| never exceeds the mixture of the gaps (what makes mixing reachable)
+
+
+def test_error_at_is_the_best_mixture_found_by_brute_force():
+    """Every mixture of two points on a fine weight grid, kept if it reaches x0: the best of them."""
     rng = np.random.default_rng(0)
-    for _ in range(100):
-        g1, g2, w = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform()
-        assert abs(w * g1 + (1 - w) * g2) <= w * abs(g1) + (1 - w) * abs(g2) + 1e-12
+    w = np.linspace(0.0, 1.0, 2001)[:, None]
+    mixed_somewhere = False
+    for _ in range(60):
+        x, y = rng.uniform(0, 1, 6), rng.uniform(0, 1, 6)
+        x0 = rng.uniform(0.1, 0.9)
+        if not (x <= x0).any():
+            assert np.isnan(error_at(x, y, x0))
+            continue
+        pure = y[x <= x0].min()
+        assert error_at(x, y, x0, mix=False) == pure
+        i, j = np.triu_indices(6, 1)
+        mx, my = w * x[i] + (1 - w) * x[j], w * y[i] + (1 - w) * y[j]
+        brute = my[mx <= x0 + 1e-12].min()
+        got = error_at(x, y, x0)
+        assert brute - 1e-3 <= got <= brute + 1e-12  # the grid misses the exact weight by < 1/2000
+        mixed_somewhere |= got < pure - 1e-3
+    assert mixed_somewhere  # some cases need a mixture, not just the best point below x0
 
 
 def table(firm_points, coll_points, *, base=(0.10, 0.20), seeds=(0, 1), jitter=0.0):
@@ -112,8 +131,18 @@ def test_claims_block_is_computed_on_compas(tmp_path):
                               actions=("revert",), trusted_size=500),
     )
     runs, text = run_into(s, tmp_path / "compas", progress=False)
-    assert "(a) firm-side methods reach a lower EqOd than the collective: " in text
-    assert "(b) the collective reaches its best EqOd" in text
+    claim_a = re.search(r"^\(a\) firm-side methods reach a lower EqOd than the collective: (YES|NO) .*$", text, re.M)
+    claim_b = re.search(r"^\(b\) (the collective reaches its best EqOd .*: (YES|NO) - |no firm-side method .*: YES).*$",
+                        text, re.M)
+    assert claim_a and claim_b, text
+    # (a) recomputed from the table: the lowest mean EqOd over seeds of any firm-side point vs any collective cell
+    plain = runs[(runs["defence"] == "none") & ~runs["adaptive"].astype(bool)]
+    firm = plain[plain["family"] == "firm"].groupby(["method", "value"])["eqod"].mean()
+    coll = plain[plain["family"] == "collective"].groupby(["method", "alpha", "budget", "budget_kind"])["eqod"].mean()
+    assert len(firm) == 11 + 3 + 5 and len(coll) == 2 * 3
+    assert claim_a.group(1) == ("YES" if firm.min() < coll.min() else "NO")
     page = (tmp_path / "compas" / "report.html").read_text()
-    assert "Claims, computed from the data" in page and ("YES" in page or "NO" in page)
+    assert "Claims, computed from the data" in page
+    for line in (claim_a.group(0), claim_b.group(0)):  # the same verdicts on the page
+        assert f"<p>{html.escape(line)}</p>" in page
     assert (runs["family"] == "firm").sum() == 2 * (11 + 3 + 5)
