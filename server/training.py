@@ -3,8 +3,9 @@
 The firm trains as usual on whatever labels it holds. An experiment asks it to
 train on many label vectors that differ in a few rows (one per cell of a
 grid), so :func:`train_cells` trains each distinct vector once, warm-starts
-along chains of growing flips, and hands independent chains to an executor. The vectorised engine and the
-Flower ServerApp both train through here, so their metrics agree bit for bit.
+along chains of growing flips, and hands independent chains to an executor.
+The vectorised engine and the Flower ServerApp both train through here, so
+their metrics agree bit for bit.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from server.server_app import RUN_CONFIG
+
 from .files import RunFiles
 from .processes import (
     FLOWER_ENV,
@@ -116,7 +118,7 @@ class FlowerSession(FlwrProcesses):
         results_path.unlink(missing_ok=True)
         run_config = {
             "run-dir": str(files.run_dir), "node-data-dir": str(files.node_data_dir), "rounds": int(rounds),
-            "expected-nodes": files.n_nodes, "node-wait": 120.0, "round-timeout": timeout,
+            "expected-nodes": files.n_nodes, "node-wait": RUN_CONFIG["node-wait"], "round-timeout": timeout,
             # A small in-memory message store keeps Flower's per-node delivery scan cheap.
             "max-in-flight": self.max_in_flight,
         }
