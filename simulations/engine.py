@@ -79,6 +79,19 @@ def step(state: RunState, *, estimator=None, warm_start: bool = True, executor: 
     return state.replace(round=state.round + 1, scores=scores, decisions=decided, metrics=(base, *per_cell))
 
 
+VALIDATION_METRICS = ("error", "eqod", "sp_diff", "eopp_diff")
+
+
+def pilot_columns(state: RunState, fraction: float, *, estimator, warm_start: bool = True,
+                  executor: Executor | None = None, on_fit=None) -> list[dict]:
+    """The collective's pilot: the same grid in :meth:`World.pilot` (a ``fraction`` of the
+    training users held out). Returns ``val_<metric>`` columns for the base row and each
+    cell, in row order: what the collective can see of each budget without the test set."""
+    pilot = RunState(round=0, world=state.world.pilot(fraction), grid=state.grid, k=state.k)
+    pilot = step(pilot, estimator=estimator, warm_start=warm_start, executor=executor, on_fit=on_fit)
+    return [{f"val_{m}": metrics[m] for m in VALIDATION_METRICS} for metrics in pilot.metrics]
+
+
 def state_rows(state: RunState, common: dict) -> list[dict]:
     """The tidy rows of a state: the base row, then one per cell."""
     base, *per_cell = state.metrics
@@ -95,8 +108,9 @@ def run_seed(
     executor: Executor | None = None,
     on_fit: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
-    """All cells of one seed: one row per (method, alpha, budget) plus the base row
-    (and, when the scenario compares, firm-side baselines and defences)."""
+    """All cells of one seed: one row per (method, alpha, budget) plus the base row;
+    with ``[collective] validation`` the pilot's ``val_*`` columns; when the scenario
+    compares, firm-side baselines and defences."""
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     executor = executor or make_executor(scenario.engine.executor, scenario.engine.n_jobs)
     state = initial_state(scenario, dataset, seed)
@@ -105,6 +119,10 @@ def run_seed(
     common = {**config_columns(scenario, dataset, backend="vectorised"), "seed": seed,
               "n_train": state.world.n_users, "n_minority": int(state.world.minority.sum())}
     rows = state_rows(state, common)
+    if scenario.collective.validation:
+        validation = pilot_columns(state, scenario.collective.validation, estimator=estimator,
+                                   warm_start=scenario.engine.warm_start, executor=executor, on_fit=on_fit)
+        rows = [{**row, **val} for row, val in zip(rows, validation)]
     if scenario.compares:  # firm-side baselines, defences, adaptive collective: same world
         from .comparison import comparison_rows
 
@@ -121,7 +139,8 @@ def count_fits(scenario) -> int:
         from .comparison import count_extra_fits
 
         extra = count_extra_fits(scenario)
-    return 1 + len(c.methods) * len(c.alphas) * len(c.budgets) + extra
+    grid = 1 + len(c.methods) * len(c.alphas) * len(c.budgets)
+    return grid * (2 if c.validation else 1) + extra
 
 
 class _Vectorised:

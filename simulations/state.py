@@ -34,7 +34,8 @@ __all__ = ["Decisions", "RunState", "World", "build_world", "collective_decision
 # Stream names, in spawn order. New streams are appended: a SeedSequence's i-th
 # child does not depend on how many are spawned, so existing streams never move.
 STREAMS = ("split", "membership", "ties", "reference", "firm",
-           "baselines", "defence", "trusted", "adaptive")  # the last four: simulations.comparison
+           "baselines", "defence", "trusted", "adaptive",  # these four: simulations.comparison
+           "validation")  # the collective's pilot (World.pilot)
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
@@ -85,6 +86,40 @@ class World:
         """Positions of the candidates (members with y = 0) of the collective at ``alpha``.
         Collectives are nested, so the grid's largest alpha holds every cell's candidates."""
         return np.flatnonzero(self.members(alpha) & (self.prepared.y_train == 0))
+
+    def pilot(self, fraction: float) -> "World":
+        """The collective's own pilot study: a world whose training users leave out a
+        held-out ``fraction`` of them (stratified by (a, y), drawn from the ``validation``
+        stream) and whose test set is those held-out users with their true labels.
+
+        Running the grid in it shows the collective what each budget does without
+        reading the firm's test set. (The feature encoding is the firm's, fitted on
+        all training rows: features only, no labels.)
+        """
+        from sklearn.model_selection import train_test_split
+
+        p = self.prepared
+        n = self.n_users
+        strata = 2 * p.a_train.astype(np.int64) + p.y_train
+        seed = stream_int(seed_streams(self.seed)["validation"], bits=32)
+        try:
+            keep, held = train_test_split(np.arange(n), test_size=fraction, stratify=strata, shuffle=True,
+                                          random_state=seed)
+        except ValueError:  # a tiny (a, y) group cannot be stratified: a plain random split
+            keep, held = train_test_split(np.arange(n), test_size=fraction, shuffle=True, random_state=seed)
+        keep, held = np.sort(keep), np.sort(held)
+        cf = {}
+        if p.X_train_cf is not None:
+            cf = dict(X_train_cf=p.X_train_cf[keep], X_test_cf=p.X_train_cf[held],
+                      cf_proba_train=p.cf_proba_train[keep], cf_proba_test=p.cf_proba_train[held])
+        pilot = dataclasses.replace(
+            p, X_train=p.X_train[keep], y_train=p.y_train[keep], a_train=p.a_train[keep],
+            X_test=p.X_train[held], y_test=p.y_train[held], a_test=p.a_train[held],
+            train_index=p.train_index[keep], test_index=p.train_index[held], **cf)
+        position = np.full(n, -1)
+        position[keep] = np.arange(keep.size)
+        reference = position[self.reference]
+        return dataclasses.replace(self, prepared=pilot, user_ids=self.user_ids[keep], reference=reference[reference >= 0])
 
     def scores(self, method: str, users: np.ndarray, *, k: int = 10) -> np.ndarray:
         """Scores of ``users`` (positions) by ``method``, fitted on the majority reference."""

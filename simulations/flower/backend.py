@@ -12,7 +12,11 @@ import uuid
 
 import pandas as pd
 
-from ..engine import count_fits, load_data
+from server.firm import make_estimator
+
+from ..engine import count_fits, load_data, pilot_columns
+from ..executors import make_executor
+from ..state import initial_state
 from .files import prepare_run, results_frame
 from .session import close_sessions, session_for
 
@@ -27,6 +31,15 @@ def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, se
     files = prepare_run(scenario, seed, run_dir, dataset=dataset)
     results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout)
     frame = results_frame(scenario, dataset, seed, results)
+    if scenario.collective.validation:
+        # The collective's pilot is its own offline study, not part of the federation:
+        # the same in-process run as on the vectorised backend, so the columns agree.
+        state = initial_state(scenario, dataset, seed)
+        estimator = make_estimator(scenario.firm.model, scenario.firm.params, random_state=state.world.firm_seed)
+        columns = pilot_columns(state, scenario.collective.validation, estimator=estimator,
+                                warm_start=scenario.engine.warm_start,
+                                executor=make_executor(scenario.engine.executor, scenario.engine.n_jobs))
+        frame = frame.join(pd.DataFrame(columns))
     if on_fit:
         on_fit(count_fits(scenario))
     return frame

@@ -20,7 +20,7 @@ from simulations.state import build_world
 TOY = Scenario(name="toy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
     collective__methods=("rb-prob", "random"), collective__alphas=(0.3, 0.6), collective__budgets=(0.5, 1.0),
-    engine__n_jobs=1,
+    engine__n_jobs=1, collective__validation=0.0,
 )
 
 

@@ -13,7 +13,7 @@ from simulations.scenario import Scenario
 TOY = Scenario(name="toy-deploy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
     collective__methods=("rb-prob", "rb-dist", "random"), collective__alphas=(0.3, 0.6),
-    collective__budgets=(0.2, 1.0, 7), engine__n_jobs=1,
+    collective__budgets=(0.2, 1.0, 7), engine__n_jobs=1, collective__validation=0.0,
 )
 
 

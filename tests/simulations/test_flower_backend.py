@@ -25,7 +25,7 @@ from simulations.state import build_world
 TOY = Scenario(name="toy-flower").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
     collective__methods=("rb-prob", "rb-label", "rb-dist", "random", "oracle"),
-    collective__alphas=(0.1, 0.3, 0.6), collective__budgets=(0.0, 0.2, 0.5, 1.0, 7), engine__n_jobs=1,
+    collective__alphas=(0.1, 0.3, 0.6), collective__budgets=(0.0, 0.2, 0.5, 1.0, 7), engine__n_jobs=1, collective__validation=0.0,
 )
 
 
@@ -106,9 +106,12 @@ def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_pat
     """Real `flwr run` on a simulation SuperLink with Ray actors: 6 nodes of 10, then 60 nodes of 1."""
     with FlowerSession(TOY.flower, tmp_path / "flwr") as session:
         superlink = session.superlink
-        frame = run_seed(TOY.replace(flower__rounds=2, flower__agents_per_node=10), 0, dataset=dataset,
+        # With the collective's pilot on: its val_* columns come from the same in-process study.
+        piloted = TOY.replace(collective__validation=0.3)
+        frame = run_seed(piloted.replace(flower__rounds=2, flower__agents_per_node=10), 0, dataset=dataset,
                          session=session)
-        assert_same_as_engine(frame, reference)
+        assert_same_as_engine(frame, engine.run_seed(piloted, 0, dataset=dataset))
+        assert frame["val_eqod"].notna().all()
         assert (frame["round"] == 2).all() and (frame["reports_rejected"] == 0).all()
         files = prepare_run(TOY, 0, tmp_path / "k1", dataset=dataset, agents_per_node=1)
         results = session.run(files, rounds=1, timeout=120)
