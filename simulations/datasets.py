@@ -374,6 +374,8 @@ def _read_table(kind: str, path: str, size: int, mtime_ns: int) -> pd.DataFrame:
     """Parse a file once per process (keyed by its stat signature); callers must not mutate."""
     if kind == "german":
         return pd.read_csv(path, sep=" ", header=None, names=_GERMAN_COLUMNS)
+    if kind == "csv-header":  # the names as written: read_csv renames a repeated "y" to "y.1"
+        return pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     return pd.read_csv(path)  # compas, csv
 
 
@@ -463,6 +465,11 @@ def _load_german(sensitive: str, data_home: Any, mirror: Any, **_: Any) -> Datas
 # samples from the same population.
 _SIGNAL = 2.0
 _INTERCEPT = 0.0
+# Sizes a drawn data set may have: beyond these numpy fails or the machine runs out of memory.
+_MAX_ROWS = 100_000_000
+_MAX_FEATURES = 10_000
+_MAX_VALUES = 1_000_000_000
+_MAX_FEATURE = 1e100  # numerical feature values: their squares, summed over rows, must stay finite
 
 
 def _number(name: str, value: Any, expected: str, *, integer: bool = False,
@@ -472,7 +479,7 @@ def _number(name: str, value: Any, expected: str, *, integer: bool = False,
     valid = (not isinstance(value, bool) and isinstance(value, kind)
              and math.isfinite(value) and ok(value))
     if not valid:
-        raise ConfigError(f"option {name}={value!r} is not allowed; expected {expected}")
+        raise ConfigError(f"option {name}={value!r} is not allowed; allowed: {expected}")
     return int(value) if integer else float(value)
 
 
@@ -485,7 +492,7 @@ def _as_generator(random_state: Any) -> np.random.Generator:
     ):
         return np.random.default_rng(random_state)
     raise ConfigError(
-        f"random_state={random_state!r} is not allowed; expected a non-negative int, "
+        f"random_state={random_state!r} is not allowed; allowed: a non-negative int, "
         "numpy SeedSequence or numpy Generator"
     )
 
@@ -500,8 +507,12 @@ def make_scm(
     ``Y ~ Bern(sigmoid(w.U + c - label_bias * A))`` with ``w = 2/sqrt(d) * 1`` and ``c = 0``.
     Hence ``x_{A<-0} = U`` and ``P(y=1 | x_{A<-0}) = sigmoid(w.U + c)`` exactly.
     """
-    n = _number("n", n, "an integer >= 10", integer=True, ok=lambda v: v >= 10)
-    d = _number("n_features", n_features, "an integer >= 1", integer=True, ok=lambda v: v >= 1)
+    n = _number("n", n, f"an integer from 10 to {_MAX_ROWS:_}", integer=True, ok=lambda v: 10 <= v <= _MAX_ROWS)
+    d = _number("n_features", n_features, f"an integer from 1 to {_MAX_FEATURES}", integer=True,
+                ok=lambda v: 1 <= v <= _MAX_FEATURES)
+    if n * d > _MAX_VALUES:
+        raise ConfigError(f"options n={n} and n_features={d} ask for {n * d:_} feature values; allowed: "
+                          f"n * n_features <= {_MAX_VALUES:_} (8 GB of float64)")
     pi = _number("minority_fraction", minority_fraction, "a number strictly between 0 and 1",
                  ok=lambda v: 0 < v < 1)
     shift = _number("feature_shift", feature_shift, "a finite number")
@@ -561,12 +572,13 @@ def _value_mask(column: pd.Series, value: Any, option: str) -> np.ndarray:
         present = sorted(map(str, column.unique()))
         shown = ", ".join(present[:10]) + (", ..." if len(present) > 10 else "")
         raise DataError(
-            f"{option}={value!r} does not occur in column {column.name!r}; values: {shown}"
+            f"{option}={value!r} does not occur in column {column.name!r}; values: {shown}; "
+            f"allowed: one of these values, and the column must hold two"
         )
     if mask.all():
         raise DataError(
             f"every row of column {column.name!r} equals {option}={value!r}; "
-            "both classes must occur"
+            "allowed: a column in which both classes occur"
         )
     return mask
 
@@ -575,18 +587,48 @@ def _check_binary(column: pd.Series, option: str, value_option: str, value: Any,
     """y = (label == favourable) and a = (sensitive == protected) need two-valued columns.
 
     With three or more values the comparison would silently lump every other class
-    together, so that is refused rather than guessed.
+    together, so that is refused rather than guessed; with one there is nothing to compare.
     """
     values = column.unique()
-    if len(values) <= 2:
+    if len(values) == 2:
         return
     present = sorted(map(str, values))
     shown = ", ".join(present[:10]) + (", ..." if len(present) > 10 else "")
+    if len(values) < 2:
+        raise DataError(
+            f"{option} column {column.name!r} of {file} holds a single value ({shown}); "
+            f"allowed: exactly two values, one of them {value_option}={value!r}"
+        )
     raise DataError(
         f"{option} column {column.name!r} of {file} has {len(present)} distinct values ({shown}); "
         f"allowed: exactly two values, one of them {value_option}={value!r}; "
         "recode the column to two classes first"
     )
+
+
+def _csv_option(name: str, value: Any, kind: str) -> None:
+    """Types of the csv options, checked before any is used (TOML may give a table or a list)."""
+    if kind == "name":
+        ok, allowed = isinstance(value, str) and value != "", "a non-empty string"
+    elif kind == "names":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        allowed = "a list of column names"
+    elif kind == "value":  # compared with a column's values
+        ok = (isinstance(value, (str, bool)) or isinstance(value, numbers.Integral)
+              or (isinstance(value, numbers.Real) and math.isfinite(value)))
+        allowed = "a string, an integer or a finite number (a value of the column)"
+    else:  # path
+        ok, allowed = isinstance(value, (str, os.PathLike)) and str(value) != "", "a path to a CSV file"
+    if not ok:
+        raise ConfigError(f"option {name}={value!r} is not allowed; allowed: {allowed}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favourable: Any = None,
@@ -601,23 +643,45 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
             f"dataset 'csv' needs option(s) {', '.join(missing)}; required: path, label, "
             "sensitive, favourable, protected (optional: categorical, features, name)"
         )
+    for option, value, kind in (("path", path, "path"), ("label", label, "name"), ("sensitive", sensitive, "name"),
+                                ("favourable", favourable, "value"), ("protected", protected, "value"),
+                                ("categorical", categorical, "names"), ("features", features, "names"),
+                                ("name", name, "name")):
+        if value is not None or option in required:
+            _csv_option(option, value, kind)
     file = Path(path).expanduser()
+    allowed = "allowed: a UTF-8 CSV file with a header row and data rows"
+    if not file.exists():
+        raise DataError(f"csv file {str(file)!r} does not exist; allowed: path= an existing CSV file")
     if not file.is_file():
-        raise DataError(f"csv file {str(file)!r} does not exist; give path= an existing CSV file")
+        raise DataError(f"csv file {str(file)!r} is not a regular file (a directory or a device); {allowed}")
     try:
         frame = _read_table("csv", *_signature(file))
+        header = _read_table("csv-header", *_signature(file))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot parse csv file {str(file)!r}: {first_line}") from None
+        first_line = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"cannot parse csv file {str(file)!r}: {first_line}; {allowed}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read csv file {str(file)!r} ({exc.strerror}); {allowed}") from None
 
+    names = [str(c) for c in header.iloc[0]] if len(header) else []
+    repeated = sorted({c for c in names if names.count(c) > 1})
+    if repeated:
+        raise DataError(
+            f"column name(s) {', '.join(map(repr, repeated))} occur more than once in the header of {file.name}; "
+            "allowed: distinct column names"
+        )
+    if frame.empty:
+        raise DataError(f"{file.name} has a header but no data rows; {allowed}")
     columns = list(map(str, frame.columns))
     for option, column in (("label", label), ("sensitive", sensitive)):
         if column not in frame.columns:
             raise DataError(
-                f"{option} column {column!r} is not in {file.name}; columns: {', '.join(columns)}"
+                f"{option} column {column!r} is not in {file.name}; allowed: one of {', '.join(columns)}"
             )
     if label == sensitive:
-        raise DataError(f"label and sensitive must be different columns (both {label!r})")
+        raise DataError(f"label and sensitive must be different columns (both {label!r}); "
+                        "allowed: two different columns")
     if features is None:
         feature_cols = [c for c in frame.columns if c not in (label, sensitive)]
     else:
@@ -629,7 +693,8 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
                 + ", ".join(c for c in columns if c not in (label, sensitive))
             )
     if not feature_cols:
-        raise DataError(f"{file.name} has no feature columns besides {label!r} and {sensitive!r}")
+        raise DataError(f"{file.name} has no feature columns besides {label!r} and {sensitive!r}; "
+                        "allowed: a file with at least one more column")
 
     used = [label, sensitive, *feature_cols]
     nan_cols = [c for c in used if frame[c].isna().any()]
@@ -637,7 +702,7 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
         rows = int(frame[nan_cols].isna().any(axis=1).sum())
         raise DataError(
             f"column(s) {', '.join(map(repr, nan_cols))} of {file.name} have missing values "
-            f"({rows} rows); drop or impute them first (missing values are not allowed)"
+            f"({rows} rows); allowed: complete columns (drop or impute the missing values first)"
         )
     for option, column, value_option, value in (("label", label, "favourable", favourable),
                                                 ("sensitive", sensitive, "protected", protected)):
@@ -658,7 +723,26 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
         text = [c for c in feature_cols if c not in cat and not is_numeric_dtype(frame[c])]
         if text:
             raise DataError(
-                f"column(s) {', '.join(map(repr, text))} are not numeric; add them to categorical"
+                f"column(s) {', '.join(map(repr, text))} are not numeric; allowed: numeric columns, or list "
+                "them in categorical (add them to categorical)"
+            )
+    for c in feature_cols:
+        values = frame[c]
+        if c in cat:
+            if categorical is None:  # guessed from the text: a number column with a stray word is a typo
+                texts = values.astype(str)
+                numeric = texts.map(_is_number)
+                if numeric.any() and not numeric.all():
+                    row = int(np.flatnonzero(~numeric.to_numpy())[0])
+                    raise DataError(
+                        f"column {c!r} of {file.name} mixes numbers and text (data row {row + 1}: {texts.iloc[row]!r}); "
+                        "allowed: numbers only, or list the column in categorical to treat every value as a category"
+                    )
+        elif not np.isfinite(values.to_numpy(np.float64)).all():
+            row = int(np.flatnonzero(~np.isfinite(values.to_numpy(np.float64)))[0])
+            raise DataError(
+                f"column {c!r} of {file.name} has a non-finite value (data row {row + 1}: {values.iloc[row]}); "
+                "allowed: finite numbers"
             )
     return Dataset(
         name=name or file.stem,
@@ -732,6 +816,10 @@ def load_dataset(
 # --------------------------------------------------------------------------- preparation
 
 
+def _rows(count: int) -> str:
+    return "no rows" if count == 0 else "a single row" if count == 1 else f"{count} rows"
+
+
 def _split_seed(random_state: Any) -> int:
     """sklearn wants an int seed; derive one from a Generator/SeedSequence deterministically."""
     if isinstance(random_state, np.random.Generator):
@@ -773,16 +861,18 @@ def prepare(
                     else 1 <= test_size <= n - 1))
     if not ok_size:
         raise ConfigError(
-            f"test_size={test_size!r} is not allowed; expected a fraction in (0, 1) or a row "
+            f"test_size={test_size!r} is not allowed; allowed: a fraction in (0, 1) or a row "
             f"count between 1 and {n - 1}"
         )
     strata = 2 * dataset.a.astype(np.int64) + dataset.y
     counts = np.bincount(strata, minlength=4)
-    if (counts == 1).any():
-        cell = int(np.flatnonzero(counts == 1)[0])
+    # Both groups with both labels, in training and test rows: else the collective has no
+    # candidates or the firm's per-group rates (TPR, FPR, EqOd) are undefined.
+    if (counts < 2).any():
+        cell = int(np.flatnonzero(counts < 2)[0])
         raise DataError(
-            f"{dataset.name}: group (a={cell // 2}, y={cell % 2}) has a single row; a stratified "
-            "split needs at least 2 rows per (a, y) group that occurs"
+            f"{dataset.name}: group (a={cell // 2}, y={cell % 2}) has {_rows(counts[cell])}; allowed: data with "
+            "at least 2 rows in each of the four (a, y) groups (both groups with both labels)"
         )
     seed = _split_seed(random_state)
     try:
@@ -791,9 +881,26 @@ def prepare(
         )
     except ValueError as exc:  # e.g. test set smaller than the number of strata
         raise DataError(
-            f"{dataset.name}: cannot split with test_size={test_size!r}: {exc}"
+            f"{dataset.name}: cannot split with test_size={test_size!r}: {' '.join(str(exc).split())}; allowed: "
+            "a test_size that leaves at least one row of each (a, y) group in both parts"
         ) from None
+    for part, rows in (("training", train_index), ("test", test_index)):
+        missing = np.flatnonzero(np.bincount(strata[rows], minlength=4) == 0)
+        if missing.size:
+            cell = int(missing[0])
+            raise DataError(
+                f"{dataset.name}: test_size={test_size!r} leaves the {part} rows without group "
+                f"(a={cell // 2}, y={cell % 2}) ({counts[cell]} rows in all); allowed: a test_size that leaves "
+                "at least one row of each (a, y) group in both parts"
+            )
 
+    for column in dataset.numerical:  # standardising squares them: beyond this float64 overflows to inf/NaN
+        values = dataset.features[column].to_numpy(np.float64)
+        if not (np.abs(values) <= _MAX_FEATURE).all():
+            raise DataError(
+                f"{dataset.name}: feature {column!r} has a value of magnitude {np.nanmax(np.abs(values)):.3g} (or a "
+                f"non-finite one); allowed: finite numbers of magnitude <= {_MAX_FEATURE:.0e}"
+            )
     parts = []
     if dataset.categorical:
         encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float64)
