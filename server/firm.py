@@ -12,14 +12,16 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import warnings
 
+import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["FIRM_MODELS", "Firm", "estimator_class", "make_estimator"]
+__all__ = ["FIRM_MODELS", "Firm", "check_trainable", "estimator_class", "make_estimator"]
 
 
 def _logistic(**params):
@@ -68,6 +70,9 @@ def make_estimator(name: str = "logistic-regression", params: dict | None = None
     params = dict(params or {})
     if not isinstance(name, str):
         raise ValueError(f"firm model {name!r} is not a name; allowed: {', '.join(FIRM_MODELS)}, or 'module:Class'")
+    bad_keys = [k for k in params if not isinstance(k, str) or not k.isidentifier()]
+    if bad_keys:
+        raise ValueError(f"firm parameter name {bad_keys[0]!r} is not allowed; allowed: parameter names of {name!r}")
     if name in FIRM_MODELS:
         build = FIRM_MODELS[name]
     elif ":" in name:
@@ -79,13 +84,32 @@ def make_estimator(name: str = "logistic-regression", params: dict | None = None
         est = build(**params)
         if hasattr(est, "_validate_params"):
             est._validate_params()
-    except (TypeError, ValueError) as exc:  # InvalidParameterError is both
-        raise ValueError(f"cannot build {name!r} with params {params}: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's class may raise anything; InvalidParameterError is a ValueError
+        raise ValueError(f"cannot build {name!r} with params {params}: {_one_line(exc)}; allowed: parameters "
+                         f"{name!r} accepts, with values in their documented ranges") from None
     if not is_classifier(est):
         raise ValueError(f"firm model {name!r} is not a classifier; allowed: a scikit-learn classifier")
     if random_state is not None and "random_state" in est.get_params() and "random_state" not in params:
         est.set_params(random_state=random_state)
     return est
+
+
+def check_trainable(estimator, X, y, *, rows: int = 200) -> None:
+    """Fit a clone of ``estimator`` once on up to ``rows`` rows of each class of (X, y).
+
+    Catches what scikit-learn only checks at fit time (an l1 penalty with lbfgs, a
+    class_weight naming absent classes, a model that needs non-negative features) before
+    a run writes anything; a ``ValueError`` in one line.
+    """
+    y = np.asarray(y)
+    picked = np.sort(np.concatenate([np.flatnonzero(y == c)[:rows] for c in np.unique(y)]))
+    try:
+        with warnings.catch_warnings():  # convergence on a small sample is not the user's business
+            warnings.simplefilter("ignore")
+            clone(estimator).fit(np.asarray(X)[picked], y[picked])
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's model on the data is a bad configuration
+        raise ValueError(f"{type(estimator).__name__} cannot be trained on this data: {_one_line(exc)}; allowed: "
+                         "a model and parameters that fit these features and 0/1 labels") from None
 
 
 class Firm(BaseEstimator):

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from agents.errors import CollectiveFairnessError, ConfigError, DataError
 from agents.scoring import METHODS
@@ -45,6 +48,10 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 PAPER_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 PAPER_BUDGETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+# TOML's integers are 64-bit; tomllib reads longer ones, which would overflow numpy and pandas later.
+INT64 = (-(2**63), 2**63 - 1)
+# Worker processes: more than this is a typo (or a fork bomb), on any machine.
+MAX_JOBS = 256
 
 
 def _fail(where: str, message: str):
@@ -59,9 +66,57 @@ def _is_num(v) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
+def _is_finite(v) -> bool:
+    """A number that is neither NaN nor infinite (TOML allows ``nan`` and ``inf``)."""
+    return _is_num(v) and math.isfinite(v)
+
+
+def _check_ints(where: str, value) -> None:
+    """Every int in ``value`` (recursively) fits in 64 bits, as TOML requires."""
+    if _is_int(value):
+        if not INT64[0] <= value <= INT64[1]:
+            _fail(where, f"{value} does not fit in 64 bits; allowed: integers from -2**63 to 2**63-1 (TOML's range)")
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_ints(where, v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_ints(f"{where}.{k}", v)
+
+
+def check_n_jobs(where: str, value) -> int:
+    """The one rule for worker counts (``[engine] n_jobs`` and ``--jobs``)."""
+    if not _is_int(value) or not (value == -1 or 1 <= value <= MAX_JOBS):
+        _fail(where, f"{value!r} is not allowed; allowed: an int from 1 to {MAX_JOBS}, or -1 for all cores")
+    return value
+
+
+def _names(where: str, value, allowed, what: str) -> None:
+    """``value`` is a non-empty list of distinct names, each one of ``allowed``."""
+    listed = ", ".join(allowed)
+    if not isinstance(value, tuple) or not value:
+        _fail(where, f"must be a non-empty list, got {_describe(value)}; allowed: a list of {listed}")
+    for v in value:
+        if not isinstance(v, str) or v not in allowed:
+            _fail(where, f"unknown {what} {v!r}; allowed: {listed}")
+    _no_repeats(where, what, value, key=lambda v: v)
+
+
+def _name(where: str, value, allowed, what: str) -> None:
+    """``value`` is one of the names ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
+        _fail(where, f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+
+
+def _flag(where: str, value) -> None:
+    if not isinstance(value, bool):
+        _fail(where, f"{_describe(value)} is not allowed; allowed: true or false")
+
+
 def _describe(value) -> str:
     """``the string 'toy'``: what a wrongly typed value is, for error lines."""
-    kinds = {str: "the string", bool: "the boolean", int: "the integer", float: "the number", list: "the list"}
+    kinds = {str: "the string", bool: "the boolean", int: "the integer", float: "the number", list: "the list",
+             tuple: "the list", dict: "the table"}
     return f"{kinds.get(type(value), type(value).__name__)} {value!r}"
 
 
@@ -96,6 +151,13 @@ def _section(cls, name: str, table):
     if not isinstance(table, dict):
         _fail(name, f"must be a table (a [{name}] section), got {_describe(table)}; "
                     f"allowed: a table with keys {', '.join(names)}")
+    spelled = {}
+    for key in table:
+        canonical = str(key).replace("-", "_")
+        if canonical in spelled:
+            _fail(f"[{name}] {canonical}", f"is given twice (as {spelled[canonical]!r} and {key!r}); "
+                                           "allowed: one spelling, with '_' or '-'")
+        spelled[canonical] = key
     table = {str(k).replace("-", "_"): v for k, v in table.items()}
     _check_keys(f"[{name}]", table, names)
     return cls(**table)
@@ -117,10 +179,9 @@ class _Section:
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
         where = f"[{self.SECTION}]"
-        try:
-            self.validate(where)
-        except TypeError as exc:  # e.g. a list where a name belongs (unhashable)
-            _fail(where, f"a value has the wrong type ({exc})")
+        for f in dataclasses.fields(self):
+            _check_ints(f"{where} {f.name}", getattr(self, f.name))
+        self.validate(where)
 
     def validate(self, where: str):  # pragma: no cover - every section overrides it
         raise NotImplementedError
@@ -137,22 +198,24 @@ class DataConfig(_Section):
     options: dict = field(default_factory=dict)
 
     def validate(self, where: str):
-        if self.dataset not in DATASETS:
-            _fail(f"{where} dataset", f"unknown dataset {self.dataset!r}; allowed: {', '.join(DATASETS)}")
-        if self.sensitive is not None and not isinstance(self.sensitive, str):
-            _fail(f"{where} sensitive", "must be a string naming the sensitive attribute")
+        _name(f"{where} dataset", self.dataset, DATASETS, "dataset")
+        if self.sensitive is not None and (not isinstance(self.sensitive, str) or not self.sensitive):
+            _fail(f"{where} sensitive", f"{_describe(self.sensitive)} is not allowed; allowed: a string naming the "
+                                        "sensitive attribute (a csv column)")
         if not _is_num(self.test_size) or not 0 < self.test_size < 1:
             _fail(f"{where} test_size", f"{self.test_size!r} is out of range; allowed: a number in (0, 1)")
-        if not isinstance(self.include_sensitive, bool):
-            _fail(f"{where} include_sensitive", "must be true or false")
+        _flag(f"{where} include_sensitive", self.include_sensitive)
         if not isinstance(self.options, dict):
-            _fail(f"{where} options", "must be a table of dataset options")
+            _fail(f"{where} options", f"{_describe(self.options)} is not allowed; allowed: a table [data.options] "
+                                      "of dataset options")
         if self.dataset == "csv":
             missing = [k for k in ("path", "label", "favourable", "protected") if k not in self.options]
             if missing:
-                _fail(f"{where} options", f"a csv dataset needs {', '.join(missing)} (and [data] sensitive)")
+                _fail(f"{where} options", f"a csv dataset needs {', '.join(missing)}; allowed: a table with path, "
+                                          "label, favourable, protected (and [data] sensitive)")
             if self.sensitive is None:
-                _fail(f"{where} sensitive", "a csv dataset needs the name of its sensitive column")
+                _fail(f"{where} sensitive", "a csv dataset needs the name of its sensitive column; allowed: a column "
+                                            "of the csv file")
 
 
 @dataclass(frozen=True)
@@ -167,15 +230,11 @@ class CollectiveConfig(_Section):
     k: int = 10
 
     def validate(self, where: str):
-        for name in ("methods", "alphas", "budgets"):
+        _names(f"{where} methods", self.methods, METHODS, "method")
+        for name, rule in (("alphas", "numbers in (0, 1]"), ("budgets", "int counts >= 0 or fractions in [0, 1]")):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
-                _fail(f"{where} {name}", "must be a non-empty list")
-        for m in self.methods:
-            if m not in METHODS:
-                _fail(f"{where} methods", f"unknown method {m!r}; allowed: {', '.join(METHODS)}")
-        if len(set(self.methods)) != len(self.methods):
-            _fail(f"{where} methods", "lists a method twice")
+                _fail(f"{where} {name}", f"must be a non-empty list, got {_describe(value)}; allowed: a list of {rule}")
         for a in self.alphas:
             if not _is_num(a) or not 0 < a <= 1:
                 _fail(f"{where} alphas", f"{a!r} is out of range; allowed: numbers in (0, 1]")
@@ -196,6 +255,12 @@ class CollectiveConfig(_Section):
         if not _is_int(self.k) or self.k < 1:
             _fail(f"{where} k", f"{self.k!r} is not allowed; allowed: an int >= 1")
 
+    def check_against(self, where: str, dataset: str):
+        if "oracle" in self.methods and dataset not in SYNTHETIC:
+            _fail(f"{where} methods", f"'oracle' needs a synthetic dataset, not {dataset!r}; allowed: 'oracle' with "
+                                      f"[data] dataset {' or '.join(SYNTHETIC)}, else "
+                                      f"{', '.join(m for m in METHODS if m != 'oracle')}")
+
 
 @dataclass(frozen=True)
 class FirmConfig(_Section):
@@ -208,7 +273,8 @@ class FirmConfig(_Section):
         if not isinstance(self.model, str) or (self.model not in FIRM_MODELS and ":" not in self.model):
             _fail(f"{where} model", f"unknown model {self.model!r}; allowed: {', '.join(FIRM_MODELS)}, or 'module:Class'")
         if not isinstance(self.params, dict):
-            _fail(f"{where} params", "must be a table of estimator parameters")
+            _fail(f"{where} params", f"{_describe(self.params)} is not allowed; allowed: a table of the estimator's "
+                                     "parameters")
         if self.model not in FIRM_MODELS:
             try:  # imported and inspected, never called, unless it is a scikit-learn classifier class
                 estimator_class(self.model)
@@ -230,14 +296,10 @@ class EngineConfig(_Section):
     executor: str = "processes"
 
     def validate(self, where: str):
-        if self.backend not in BACKENDS:
-            _fail(f"{where} backend", f"unknown backend {self.backend!r}; allowed: {', '.join(BACKENDS)}")
-        if self.executor not in EXECUTORS:
-            _fail(f"{where} executor", f"unknown executor {self.executor!r}; allowed: {', '.join(EXECUTORS)}")
-        if not _is_int(self.n_jobs) or self.n_jobs == 0 or self.n_jobs < -1:
-            _fail(f"{where} n_jobs", f"{self.n_jobs!r} is not allowed; allowed: an int >= 1, or -1 for all cores")
-        if not isinstance(self.warm_start, bool):
-            _fail(f"{where} warm_start", "must be true or false")
+        _name(f"{where} backend", self.backend, tuple(BACKENDS), "backend")
+        _name(f"{where} executor", self.executor, tuple(EXECUTORS), "executor")
+        check_n_jobs(f"{where} n_jobs", self.n_jobs)
+        _flag(f"{where} warm_start", self.warm_start)
 
 
 @dataclass(frozen=True)
@@ -258,9 +320,10 @@ class FlowerConfig(_Section):
             if not _is_int(v) or v < 1:
                 _fail(f"{where} {name.replace('_', '-')}", f"{v!r} is not allowed; allowed: an int >= 1")
         if not isinstance(self.ray_address, str):
-            _fail(f"{where} ray-address", "must be a string such as \"auto\" or \"ray://host:10001\"")
-        if not _is_num(self.timeout) or self.timeout <= 0:
-            _fail(f"{where} timeout", f"{self.timeout!r} is not allowed; allowed: seconds > 0")
+            _fail(f"{where} ray-address", f"{_describe(self.ray_address)} is not allowed; allowed: a string such as "
+                                          "\"auto\" or \"ray://host:10001\" (\"\": a local Ray)")
+        if not _is_finite(self.timeout) or self.timeout <= 0:
+            _fail(f"{where} timeout", f"{self.timeout!r} is not allowed; allowed: a finite number of seconds > 0")
 
 
 # Swept parameters that are probabilities or fractions (the others only need >= 0).
@@ -291,48 +354,46 @@ class BaselinesConfig(_Section):
     def validate(self, where: str):
         from server.baselines import BASELINE_PARAMS, BASELINES, COST_CONSTRAINTS  # fairlearn: import on use
 
-        allowed = ", ".join(BASELINES)
-        if not isinstance(self.methods, tuple) or not self.methods:
-            _fail(f"{where} methods", f"must be a non-empty list; allowed: {allowed}")
-        for m in self.methods:
-            if m not in BASELINES:
-                _fail(f"{where} methods", f"unknown baseline {m!r}; allowed: {allowed}")
-        if len(set(self.methods)) != len(self.methods):
-            _fail(f"{where} methods", "lists a baseline twice")
+        _names(f"{where} methods", self.methods, tuple(BASELINES), "baseline")
         for name, table in (("grids", self.grids), ("params", self.params)):
             if not isinstance(table, dict):
-                _fail(f"{where} {name}", "must be a table keyed by baseline name")
+                _fail(f"{where} {name}", f"{_describe(table)} is not allowed; allowed: a table keyed by baseline name "
+                                         f"({', '.join(self.methods)})")
             for key in table:
                 if key not in self.methods:
-                    _fail(f"{where} {name}.{key}", f"is not in [baselines] methods ({', '.join(self.methods)})")
+                    _fail(f"{where} {name}.{key}", f"is not in [baselines] methods; allowed: "
+                                                   f"{', '.join(self.methods)}")
         for key, grid in self.grids.items():
             unit = key in _UNIT_GRIDS
             rule = "numbers in [0, 1]" if unit else "numbers >= 0"
             if key == "massaging-minority":
                 rule = "int counts >= 0 or fractions in [0, 1]"
             if not isinstance(grid, tuple) or not grid:
-                _fail(f"{where} grids.{key}", f"must be a non-empty list of {rule}")
+                _fail(f"{where} grids.{key}", f"must be a non-empty list, got {_describe(grid)}; allowed: a list of {rule}")
             for v in grid:
                 counts_ok = key == "massaging-minority" and _is_int(v) and v >= 0
-                if not counts_ok and (not _is_num(v) or v < 0 or (unit and v > 1)):
+                if not counts_ok and (not _is_finite(v) or v < 0 or (unit and v > 1)):
                     _fail(f"{where} grids.{key}", f"{v!r} is not allowed; allowed: {rule}")
         from server.baselines import make_baseline
 
         for key, params in self.params.items():
             if not isinstance(params, dict):
-                _fail(f"{where} params.{key}", "must be a table of constructor parameters")
+                _fail(f"{where} params.{key}", f"{_describe(params)} is not allowed; allowed: a table of {key}'s "
+                                               "constructor parameters")
             for reserved in ("estimator", "random_state", BASELINE_PARAMS[key]):
                 if reserved in params:
                     swept = reserved == BASELINE_PARAMS[key]
                     why = "is swept; set it in [baselines.grids]" if swept else "is set by the scenario"
-                    _fail(f"{where} params.{key}", f"{reserved!r} {why}")
-            if params.get("cost_constraint", "fnr") not in COST_CONSTRAINTS:
+                    _fail(f"{where} params.{key}", f"{reserved!r} {why}; allowed: other constructor parameters")
+            cost = params.get("cost_constraint", "fnr")
+            if not isinstance(cost, str) or cost not in COST_CONSTRAINTS:
                 _fail(f"{where} params.{key}", f"cost_constraint {params['cost_constraint']!r} is not allowed; "
                       f"allowed: {', '.join(COST_CONSTRAINTS)}")
             try:
                 make_baseline(key, **params)
             except (TypeError, ValueError) as exc:
-                _fail(f"{where} params.{key}", f"cannot build {key!r} with {params}: {exc}")
+                _fail(f"{where} params.{key}", f"cannot build {key!r} with {params}: {' '.join(str(exc).split())}; "
+                                               f"allowed: parameters of {key!r} with valid values")
 
 
 @dataclass(frozen=True)
@@ -364,18 +425,16 @@ class DefenceConfig(_Section):
         # Names mirror server.defences (not imported: it pulls in fairlearn).
         for name, allowed in (("audits", ("confident-learning", "trusted-sample")),
                               ("actions", ("drop", "downweight", "revert"))):
-            value = getattr(self, name)
-            if not isinstance(value, tuple) or not value:
-                _fail(f"{where} {name}", f"must be a non-empty list; allowed: {', '.join(allowed)}")
-            for v in value:
-                if v not in allowed:
-                    _fail(f"{where} {name}", f"unknown {name[:-1]} {v!r}; allowed: {', '.join(allowed)}")
-            if len(set(value)) != len(value):
-                _fail(f"{where} {name}", f"lists {name[:-1]} twice")
+            _names(f"{where} {name}", getattr(self, name), allowed, name[:-1])
         for name in ("methods", "alphas", "budgets"):
             value = getattr(self, name)
             if value != "all" and (not isinstance(value, tuple) or not value):
-                _fail(f"{where} {name}", f"must be \"all\" or a non-empty list of [collective] {name}")
+                _fail(f"{where} {name}", f"{_describe(value)} is not allowed; allowed: \"all\" or a non-empty list "
+                                         f"of [collective] {name}")
+            for v in value if value != "all" else ():
+                if not (isinstance(v, str) if name == "methods" else _is_num(v)):
+                    _fail(f"{where} {name}", f"{_describe(v)} is not allowed; allowed: \"all\" or a list of "
+                                             f"[collective] {name}")
         if not _is_int(self.trusted_size) or self.trusted_size < 10:
             _fail(f"{where} trusted_size", f"{self.trusted_size!r} is not allowed; allowed: an int >= 10 (rows)")
         if self.tolerance != "auto" and (not _is_num(self.tolerance) or not 0 <= self.tolerance <= 1):
@@ -384,8 +443,7 @@ class DefenceConfig(_Section):
             _fail(f"{where} cv", f"{self.cv!r} is not allowed; allowed: an int >= 2 (folds)")
         if not _is_num(self.flag_weight) or not 0 <= self.flag_weight <= 1:
             _fail(f"{where} flag_weight", f"{self.flag_weight!r} is not allowed; allowed: a number in [0, 1]")
-        if not isinstance(self.adaptive, bool):
-            _fail(f"{where} adaptive", "must be true or false")
+        _flag(f"{where} adaptive", self.adaptive)
 
     def check_against(self, where: str, collective: CollectiveConfig):
         """The attacked cells must be cells the collective runs."""
@@ -398,7 +456,8 @@ class DefenceConfig(_Section):
             known = {key(v) for v in own} if name == "budgets" else set(own)
             for v in value:
                 if (key(v) if name == "budgets" else v) not in known:
-                    _fail(f"{where} {name}", f"{v!r} is not in [collective] {name} ({', '.join(map(str, own))})")
+                    _fail(f"{where} {name}", f"{v!r} is not in [collective] {name}; allowed: \"all\" or some of "
+                                             f"{', '.join(map(str, own))}")
 
     def selected(self, name: str, collective: CollectiveConfig) -> tuple:
         """The attacked methods, alphas or budgets, in [collective]'s order."""
@@ -446,12 +505,13 @@ class Scenario:
             _fail("name", f"{self.name!r} is not allowed (it names the results folder); allowed: letters, digits, "
                           "'.', '_' and '-', not starting with '.' and without '..'")
         if not isinstance(self.description, str):
-            _fail("description", "must be a string")
+            _fail("description", f"{_describe(self.description)} is not allowed; allowed: a string")
         seeds = (self.seeds,) if _is_int(self.seeds) else self.seeds
-        if not isinstance(seeds, (list, tuple)) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-            _fail("seeds", f"{self.seeds!r} is not allowed; allowed: a non-empty list of ints >= 0")
-        if len(set(seeds)) != len(seeds):
-            _fail("seeds", "lists a seed twice")
+        if (not isinstance(seeds, (list, tuple)) or not seeds
+                or not all(_is_int(s) and 0 <= s <= INT64[1] for s in seeds)):
+            shown = list(self.seeds) if isinstance(self.seeds, tuple) else self.seeds
+            _fail("seeds", f"{shown!r} is not allowed; allowed: a non-empty list of ints from 0 to 2**63-1")
+        _no_repeats("seeds", "seed", seeds, key=int)
         set_("seeds", tuple(int(s) for s in seeds))
         for name, cls in {**self.SECTIONS, **self.OPTIONAL}.items():
             value = getattr(self, name)
@@ -459,8 +519,7 @@ class Scenario:
                 continue
             if not isinstance(value, cls):
                 set_(name, _section(cls, name, value))
-        if "oracle" in self.collective.methods and self.data.dataset not in SYNTHETIC:
-            _fail("[collective] methods", f"'oracle' needs a synthetic dataset ({', '.join(SYNTHETIC)})")
+        self.collective.check_against("[collective]", self.data.dataset)
         if self.defence is not None:
             self.defence.check_against("[defence]", self.collective)
         # The one place this rule lives: `--backend flower` reaches it through replace().
@@ -477,7 +536,11 @@ class Scenario:
     def from_dict(cls, raw: dict, *, source: str = "scenario") -> "Scenario":
         """Build and validate a scenario from TOML tables; errors start with ``source``."""
         top = tuple(f.name for f in dataclasses.fields(cls))
-        _check_keys(source, raw, top)
+        if not isinstance(raw, dict):
+            _fail(source, f"must be a table of settings, got {_describe(raw)}; allowed: a TOML scenario")
+        for key in raw:
+            if key not in top:
+                _fail(f"{source}: {key}", f"unknown key; allowed: {', '.join(top)}")
         try:
             return cls(**raw)
         except ConfigError as exc:
@@ -520,22 +583,47 @@ class Scenario:
         return Scenario.from_dict(raw, source=source)
 
     def check_data(self, source: str = "scenario") -> None:
-        """Load the scenario's data once, as a run does: the file is there, columns and values occur.
+        """Load and split the data as a run does, and fit the firm's model once on a sample of it.
 
-        A :class:`DataError` or :class:`ConfigError` line starting with ``source``.
+        Everything a run would only find out after it has written to its folder: the file is
+        there, columns and values occur, every seed's split keeps both groups with both labels
+        in the training and test rows, the firm's model trains on these features, the defence
+        has rows enough for its folds. Synthetic data are drawn per seed, so every seed is
+        checked; a file's data once, with the first seed. A :class:`DataError` or
+        :class:`ConfigError` line starting with ``source``.
         """
-        from .datasets import load_dataset
+        from server.firm import check_trainable
 
-        options = dict(self.data.options)
-        if self.data.dataset in SYNTHETIC:
-            options.setdefault("random_state", self.seeds[0])
+        from .datasets import load_dataset
+        from .state import build_world
+
+        name = self.data.dataset
+        for seed in self.seeds if name in SYNTHETIC else self.seeds[:1]:
+            options = dict(self.data.options)
+            if name in SYNTHETIC:  # as engine.load_data (which cannot be imported here: an import circle)
+                options.setdefault("random_state", seed)
+            try:
+                dataset = load_dataset(name, sensitive=self.data.sensitive, **options)
+            except CollectiveFairnessError as exc:  # names the option or the file
+                raise type(exc)(f"{source}: [data] {name}: {exc}") from None
+            except OSError as exc:
+                raise DataError(f"{source}: [data] {name}: cannot read {exc.filename or 'its file'} "
+                                f"({exc.strerror}); allowed: a readable data file") from None
+            try:
+                world = build_world(self, dataset, seed)
+            except CollectiveFairnessError as exc:  # starts with the data set's name
+                raise type(exc)(f"{source}: [data] {exc}") from None
+        X, y = world.prepared.X_train, world.prepared.y_train
         try:
-            load_dataset(self.data.dataset, sensitive=self.data.sensitive, **options)
-        except CollectiveFairnessError as exc:
-            raise type(exc)(f"{source}: [data] {self.data.dataset}: {exc}") from None
-        except OSError as exc:
-            raise DataError(f"{source}: [data] {self.data.dataset}: cannot read "
-                            f"{exc.filename or 'its file'} ({exc.strerror})") from None
+            check_trainable(make_estimator(self.firm.model, self.firm.params, random_state=0), X, y)
+        except ValueError as exc:
+            key = "params" if self.firm.params else "model"
+            raise ConfigError(f"{source}: [firm] {key}: {self.firm.model!r}: {exc}") from None
+        if self.defence is not None:
+            fewest = int(np.bincount(y, minlength=2).min())
+            if self.defence.cv > fewest:
+                raise ConfigError(f"{source}: [defence] cv: {self.defence.cv} folds, but the training rows have only "
+                                  f"{fewest} of one label; allowed: an int from 2 to {fewest}")
 
 
 def load_scenario(path: str | Path | None = None) -> Scenario:
@@ -547,7 +635,7 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such scenario file") from None
+        raise ConfigError(f"{path}: no such scenario file; {allowed}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a scenario file; {allowed}") from None
     except UnicodeDecodeError as exc:
@@ -558,7 +646,7 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{path}: not valid TOML ({' '.join(str(exc).split())}); {allowed}") from None
     if not raw:
         # An empty file is a mistake, not a request for the default experiment.
         raise ConfigError(f"{path}: the file is empty (no settings); {allowed}, or no CONFIG to run the "

@@ -233,7 +233,7 @@ def write(tmp_path, raw) -> Path:
         ({"defence": {"tolerance": "big"}}, "tolerance: 'big' is not allowed; allowed: \"auto\" or a number in [0, 1]"),
         ({"defence": {"trusted_size": 5}}, "trusted_size: 5 is not allowed; allowed: an int >= 10"),
         ({"defence": {"cv": 1}}, "cv: 1 is not allowed"),
-        ({"defence": {"adaptive": "yes"}}, "adaptive: must be true or false"),
+        ({"defence": {"adaptive": "yes"}}, "adaptive: the string 'yes' is not allowed; allowed: true or false"),
         ({"defence": {"audit": ["x"]}}, "[defence] audit: unknown key; allowed: audits, actions"),
         ({"defence": {}, "engine": {"backend": "flower"}}, "'flower' cannot run [baselines] or [defence]; allowed: 'vectorised'"),
     ],

@@ -61,7 +61,7 @@ def test_round_trip(tmp_path):
         ({"engine": {"backend": "spark"}}, "unknown backend 'spark'; allowed: vectorised, flower"),
         ({"engine": {"n_jobs": 0}}, "n_jobs: 0 is not allowed"),
         ({"flower": {"agents-per-node": 0}}, "agents-per-node: 0 is not allowed; allowed: an int >= 1"),
-        ({"seeds": [1, 1]}, "seeds: lists a seed twice"),
+        ({"seeds": [1, 1]}, "seeds: lists seed 1 twice; allowed: distinct values"),
         ({"seeds": [-1]}, "seeds: [-1] is not allowed"),
         ({"collective": {"alphas": [0.1, 0.2, 0.1]}}, "[collective] alphas: lists alpha 0.1 twice; allowed: distinct"),
         ({"collective": {"budgets": [0.2, 5, 0.2]}}, "[collective] budgets: lists budget 0.2 twice; allowed: distinct"),
@@ -129,7 +129,7 @@ def test_registries_are_the_single_lists_of_names():
         ({"collective__methods": ("magic",)}, "unknown method 'magic'"),
         ({"engine__n_jobs": 0}, "[engine] n_jobs: 0 is not allowed"),
         ({"collective__alpha": (0.1,)}, "[collective] alpha: unknown key"),
-        ({"seeds": (0, 0)}, "seeds: lists a seed twice"),
+        ({"seeds": (0, 0)}, "seeds: lists seed 0 twice"),
         ({"name": "../x"}, "name: '../x' is not allowed"),
         ({"data": "toy"}, "data: must be a table"),
         ({"defence__alphas": (0.9,)}, "[defence] alphas: 0.9 is not in [collective] alphas"),
@@ -155,7 +155,7 @@ def test_constructors_validate_too():
         Scenario(engine=EngineConfig(n_jobs=1)).replace(engine__n_jobs=-5)
     import dataclasses
 
-    with pytest.raises(ConfigError, match=r"^seeds: lists a seed twice"):
+    with pytest.raises(ConfigError, match=r"^seeds: lists seed \d+ twice"):
         dataclasses.replace(Scenario(), seeds=(1, 1))
     # Sections may be given as tables; the result is the same as from a file.
     built = Scenario(name="t", data={"dataset": "toy"}, collective={"methods": ["random"]})
@@ -223,11 +223,11 @@ def _csv_scenario(tmp_path, frame, **options):
 def test_check_data_loads_the_data_as_a_run_would(tmp_path):
     import pandas as pd
 
-    frame = pd.DataFrame({"x": range(8), "g": list("abab" * 2), "y": [0, 1] * 4})
+    frame = pd.DataFrame({"x": range(20), "g": list("abab" * 5), "y": [0, 1, 1, 0] * 5})
     _csv_scenario(tmp_path, frame).check_data("s.toml")  # fine
     with pytest.raises(DataError, match=r"^s.toml: \[data\] csv: favourable=7 does not occur in column 'y'"):
         _csv_scenario(tmp_path, frame, favourable=7).check_data("s.toml")
-    three = frame.assign(g=list("abcd" * 2))
+    three = frame.assign(g=list("abcd" * 5))
     with pytest.raises(DataError, match=r"^s.toml: \[data\] csv: sensitive column 'g' of d.csv has 4 distinct"):
         _csv_scenario(tmp_path, three).check_data("s.toml")
     (tmp_path / "d.csv").unlink()
