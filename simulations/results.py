@@ -36,6 +36,7 @@ __all__ = ["REQUIRED_COLUMNS", "ResultsFolder", "atomic_write_bytes", "atomic_wr
 
 # What `report` needs of a runs.csv (tables with a "family" column also need "defence" and "adaptive").
 REQUIRED_COLUMNS = ("seed", "method", "alpha", "budget", "budget_kind", "flips", "error", "eqod")
+NUMERIC_COLUMNS = ("seed", "alpha", "budget", "flips", "error", "eqod")
 
 
 _UMASK = os.umask(0)
@@ -109,8 +110,12 @@ class ResultsFolder:
         """Hold the folder for one run; a second run into it fails with one line naming this one's pid.
 
         ``flock`` (exclusive, non-blocking) on ``.lock``: released when the run ends, fails or is
-        killed (the kernel drops it with the process), so a stale lock file never blocks.
+        killed (the kernel drops it with the process), so a stale lock file never blocks. A run
+        that fails before its first checkpoint removes the folders it created: a bad input
+        leaves nothing behind.
         """
+        created = next((p for p in reversed((self.path, *self.path.parents)) if not p.exists()), None)
+        locked = False
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
@@ -121,11 +126,16 @@ class ResultsFolder:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                raise DataError(f"{self.path} is in use by another run (pid {pid}); "
-                                "wait for it or use --out") from None
+                raise DataError(f"{self.path}: is in use by another run (pid {pid}); "
+                                "allowed: a folder no run is using (wait for it, or use --out)") from None
+            locked = True  # only the run holding the lock may remove what it created
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield self
+        except BaseException:
+            if locked and created is not None and not any((self.path / "partial").glob("seed-*.csv")):
+                shutil.rmtree(created, ignore_errors=True)  # still locked: no other run sees it half-removed
+            raise
         finally:
             os.close(fd)  # releases the lock
 
@@ -159,8 +169,8 @@ class ResultsFolder:
                         scenario = scenario.replace(str(self.scenario_toml), seeds=seeds)
                 elif any((self.path / "partial").glob("seed-*.csv")):
                     raise ConfigError(
-                        f"{self.path}: holds results of a different scenario; pass --fresh to overwrite "
-                        "them or --out to use another folder"
+                        f"{self.path}: holds results of a different scenario; allowed: the same scenario (new "
+                        "seeds extend it), --fresh to overwrite them, or --out to use another folder"
                     )
             atomic_write_text(self.scenario_toml, tomli_w.dumps(scenario.to_dict()))
         except OSError as exc:
@@ -203,26 +213,39 @@ class ResultsFolder:
             path = path.parent
         folder = cls(path)
         if not folder.runs_csv.exists():
-            raise DataError(f"{path}: no runs.csv here; give a folder written by 'collective-fairness run'")
+            raise DataError(f"{path}: no runs.csv here; allowed: a folder written by 'collective-fairness run' "
+                            "(or its runs.csv)")
         return folder
 
     def runs(self) -> pd.DataFrame:
         """The table of every run, checked to hold what the summaries and figures need."""
+        allowed = "allowed: a runs.csv written by 'collective-fairness run'"
         try:
             runs = pd.read_csv(self.runs_csv)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             first = " ".join(str(exc).split())
-            raise DataError(f"{self.runs_csv}: not a readable results table ({first})") from None
+            raise DataError(f"{self.runs_csv}: not a readable results table ({first}); {allowed}") from None
         except OSError as exc:
-            raise DataError(f"{self.runs_csv}: cannot read ({exc.strerror})") from None
+            raise DataError(f"{self.runs_csv}: cannot read ({exc.strerror}); {allowed}") from None
         needed = REQUIRED_COLUMNS + (("defence", "adaptive") if "family" in runs.columns else ())
         missing = [c for c in needed if c not in runs.columns]
         if missing:
             raise DataError(f"{self.runs_csv}: missing column(s) {', '.join(missing)}; allowed: a runs.csv "
                             f"written by 'collective-fairness run' (columns {', '.join(needed)}, ...)")
+        for column in NUMERIC_COLUMNS:
+            values = pd.to_numeric(runs[column], errors="coerce")
+            bad = values.isna() & runs[column].notna()
+            if column not in ("alpha", "budget"):  # NaN only where a firm-side row has no cell
+                bad |= runs[column].isna()
+            if bad.any():
+                row = int(bad.to_numpy().nonzero()[0][0])
+                value = runs[column].iloc[row]
+                shown = repr(value) if isinstance(value, str) else str(value)
+                raise DataError(f"{self.runs_csv}: column {column} has {shown} in data row {row + 1}; "
+                                "allowed: numbers (a runs.csv written by 'collective-fairness run')")
         if not (runs["method"] == "base").any() or (runs["method"] == "base").all():
             raise DataError(f"{self.runs_csv}: needs base-model rows (method 'base') and collective rows; "
-                            "allowed: a runs.csv written by 'collective-fairness run'")
+                            f"{allowed}")
         return runs
 
     def scenario(self) -> Scenario | None:

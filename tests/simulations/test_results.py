@@ -105,8 +105,8 @@ def test_a_second_run_into_a_folder_in_use_stops_with_one_line(tmp_path, config,
         assert holder.stdout.readline().strip() == "locked"
         before = listing(out)
         line = one_error_line(capsys, run(config, out))
-        assert line == (f"collective-fairness: error: {out} is in use by another run (pid {holder.pid}); "
-                        "wait for it or use --out")
+        assert line == (f"collective-fairness: error: {out}: is in use by another run (pid {holder.pid}); "
+                        "allowed: a folder no run is using (wait for it, or use --out)")
         assert listing(out) == before  # nothing written, no scenarios mixed
     finally:
         holder.kill()
@@ -128,7 +128,7 @@ def test_the_lock_is_released_when_a_run_fails(tmp_path, config, monkeypatch):
         assert run(config, out) == 2
     folder = ResultsFolder(out)
     with folder.lock():  # free again
-        with pytest.raises(DataError, match=rf"{out} is in use by another run \(pid {os.getpid()}\)"):
+        with pytest.raises(DataError, match=rf"{out}: is in use by another run \(pid {os.getpid()}\)"):
             with ResultsFolder(out).lock():
                 pass
 
@@ -167,8 +167,8 @@ def test_a_different_scenario_still_needs_fresh(tmp_path, config, capsys):
     other.write_text(tomli_w.dumps({**TOY, "collective": {**TOY["collective"], "alphas": [0.2]}}))
     before = listing(out)
     line = one_error_line(capsys, run(other, out, "--seeds", "0,1"))
-    assert line.endswith(f"{out}: holds results of a different scenario; pass --fresh to overwrite them or "
-                         "--out to use another folder")
+    assert line.endswith(f"{out}: holds results of a different scenario; allowed: the same scenario (new seeds "
+                         "extend it), --fresh to overwrite them, or --out to use another folder")
     assert listing(out) == before
     assert run(other, out, "--seeds", "0,1", "--fresh") == 0
     manifest = json.loads((out / "manifest.json").read_text())
