@@ -8,6 +8,7 @@ processes and backends before exiting; the same command resumes.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,13 +17,32 @@ from agents.errors import CollectiveFairnessError, ConfigError
 
 from .backends import BACKENDS
 
-__all__ = ["main"]
+__all__ = ["ArgumentParser", "int_argument", "main"]
 
 DEFAULT_OUT = Path("results")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are a :class:`ConfigError`: one line, exit code 2, no usage block.
+
+    Subcommand parsers are of the same class (argparse builds them with ``type(self)``).
+    """
+
+    def error(self, message: str):
+        where, _, what = message.removeprefix("argument ").partition(": ")
+        line = f"{where}: {what}" if what else message
+        raise ConfigError(f"{line}; allowed: see '{self.prog} --help'")
+
+
+def int_argument(text: str) -> int:
+    """An int flag value written with ASCII digits (``int()`` also takes '1_0' and other scripts' digits)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="collective-fairness",
         description="Minority algorithmic collective action: run scenarios and report results.",
     )
@@ -30,10 +50,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario (default: the paper's experiment on Adult)")
     run.add_argument("config", nargs="?", help="scenario TOML file (see configs/)")
-    run.add_argument("--out", type=Path, help="results folder (default: results/<scenario name>)")
+    run.add_argument("--out", help="results folder (default: results/<scenario name>)")
     run.add_argument("--seeds", help="comma-separated seeds, overriding the scenario's")
     run.add_argument("--backend", choices=tuple(BACKENDS), help="override [engine] backend")
-    run.add_argument("--jobs", type=int, help="worker processes for the firm's fits (default: [engine] n_jobs)")
+    run.add_argument("--jobs", type=int_argument, help="worker processes for the firm's fits (default: [engine] n_jobs)")
     run.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
     run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,23 +67,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: allowed: comma-separated ints >= 0, e.g. 0,1,2") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds {text!r}: allowed: distinct comma-separated ints >= 0, e.g. 0,1,2")
-    return seeds
+    """Parse ``--seeds``; their range and repeats are checked by the scenario's seeds rule."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    if not parts or not all(re.fullmatch(r"[0-9]+", s) for s in parts):
+        raise ConfigError(f"--seeds {text!r}: not a list of seeds; allowed: comma-separated ints >= 0, e.g. 0,1,2")
+    return tuple(int(s) for s in parts)
+
+
+def _out_folder(out: str | Path, flag: bool) -> Path:
+    where = f"--out {str(out)!r}" if flag else str(out)
+    if not str(out).strip():  # Path("") would be the current folder
+        raise ConfigError(f"{where}: an empty path; allowed: a folder path (default: results/<scenario name>)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{where}: is a file, not a folder; allowed: a new folder or a results folder")
+    return out
 
 
 def _run(args) -> int:
     from .runner import run_into
-    from .scenario import load_scenario
+    from .scenario import check_n_jobs, load_scenario
 
     scenario = load_scenario(args.config)
     source = str(args.config) if args.config else "default scenario"
     changes, flags = {}, []
-    if args.seeds:
+    if args.seeds is not None:
         changes["seeds"] = _seeds(args.seeds)
         flags.append(f"--seeds {args.seeds}")
     if args.backend:
@@ -72,10 +100,10 @@ def _run(args) -> int:
     if changes:  # validated like the file itself
         source = f"{source} with {' '.join(flags)}"
         scenario = scenario.replace(source, **changes)
-    if args.jobs is not None and (args.jobs == 0 or args.jobs < -1):
-        raise ConfigError(f"--jobs {args.jobs}: allowed: an int >= 1, or -1 for all cores")
+    if args.jobs is not None:
+        check_n_jobs("--jobs", args.jobs)
+    out = _out_folder(args.out, True) if args.out is not None else _out_folder(DEFAULT_OUT / scenario.name, False)
     scenario.check_data(source)  # before anything is written
-    out = args.out or DEFAULT_OUT / scenario.name
     _, summary = run_into(scenario, out, fresh=args.fresh, n_jobs=args.jobs,
                           progress=not args.quiet, plots=not args.no_plots)
     print(summary)
@@ -157,7 +185,11 @@ def _stop_workers() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"collective-fairness: error: {exc}", file=sys.stderr)
+        return 2
     handler = {"run": _run, "report": _report, "validate": _validate}[args.command]
     previous = _install(signal.SIGTERM, _on_sigterm)
     try:

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from agents.errors import CollectiveFairnessError, ConfigError
+from agents.errors import CollectiveFairnessError, ConfigError, DataError
+
+from ..cli import ArgumentParser, int_argument
 
 from .files import RunFiles, prepare_run, results_frame
 from .processes import (
@@ -152,36 +154,59 @@ def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = N
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="collective-fairness-deploy",
         description="Run one seed of a scenario on a real Flower SuperLink and one SuperNode per node, on 127.0.0.1.",
     )
     p.add_argument("config", nargs="?", help="scenario TOML file (default: the paper's Adult scenario)")
-    p.add_argument("--seed", type=int, help="seed (default: the scenario's first)")
-    p.add_argument("--agents-per-node", type=int, help="users per SuperNode (default: [flower] agents-per-node)")
-    p.add_argument("--rounds", type=int, help="rounds (default: [flower] rounds)")
+    p.add_argument("--seed", type=int_argument, help="seed (default: the scenario's first)")
+    p.add_argument("--agents-per-node", type=int_argument,
+                   help="users per SuperNode (default: [flower] agents-per-node)")
+    p.add_argument("--rounds", type=int_argument, help="rounds (default: [flower] rounds)")
     p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
     p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
     p.add_argument("--print-commands", action="store_true", help="write the node files, print the commands, exit")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        from ..engine import load_data
-        from ..scenario import load_scenario
+def _checked(args):
+    """The scenario with the flags applied, validated by the scenario's own rules, and its data checked."""
+    from ..scenario import load_scenario
 
-        scenario = load_scenario(args.config)
-        seed = scenario.seeds[0] if args.seed is None else args.seed
-        if args.agents_per_node is not None and args.agents_per_node < 1:
-            raise ConfigError(f"--agents-per-node {args.agents_per_node}: allowed: an int >= 1")
-        if args.rounds is not None and args.rounds < 1:
-            raise ConfigError(f"--rounds {args.rounds}: allowed: an int >= 1")
+    scenario = load_scenario(args.config)
+    source = str(args.config) if args.config else "default scenario"
+    changes, flags = {}, []
+    for flag, value, key, change in (("--seed", args.seed, "seeds", (args.seed,)),
+                                     ("--agents-per-node", args.agents_per_node, "flower__agents_per_node",
+                                      args.agents_per_node),
+                                     ("--rounds", args.rounds, "flower__rounds", args.rounds)):
+        if value is not None:
+            changes[key] = change
+            flags.append(f"{flag} {value}")
+    if changes:  # validated like the file itself
+        source = f"{source} with {' '.join(flags)}"
+        scenario = scenario.replace(source, **changes)
+    scenario.check_data(source)  # before any node file is written
+    return scenario
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        from ..engine import load_data
+
+        scenario = _checked(args)
+        seed = scenario.seeds[0]
+        if args.out is not None and (not str(args.out).strip() or args.out.is_dir()):
+            raise ConfigError(f"--out {str(args.out)!r}: is a folder or empty; allowed: a CSV file path for the rows")
         if args.print_commands:
             workdir = args.workdir.resolve()
-            files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=load_data(scenario, seed=seed),
-                                agents_per_node=args.agents_per_node)
+            try:
+                files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=load_data(scenario, seed=seed),
+                                    agents_per_node=args.agents_per_node)
+            except OSError as exc:
+                raise DataError(f"--workdir {str(args.workdir)!r}: cannot write the node files ({exc.strerror}); "
+                                "allowed: a writable folder") from None
             port = 9091
             print("# environment (no network use)")
             print("export FLWR_HOME=" + str(workdir / "home") + " FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 "

@@ -12,6 +12,7 @@ import pytest
 import tomli_w
 
 from simulations.cli import main
+from simulations.results import REQUIRED_COLUMNS
 
 TOY = {
     "name": "toy-cli",
@@ -67,7 +68,7 @@ def test_resume_refuses_a_different_scenario(tmp_path, config, capsys):
     other.write_text(tomli_w.dumps({**TOY, "collective": {**TOY["collective"], "budgets": [0.2]}}))
     assert main(["run", str(config), "--out", str(out), "--quiet", "--no-plots", "--seeds", "0"]) == 0
     assert main(["run", str(other), "--out", str(out), "--quiet", "--no-plots", "--seeds", "0"]) == 2
-    assert "holds results of a different scenario; pass --fresh" in capsys.readouterr().err
+    assert "holds results of a different scenario; allowed: the same scenario" in capsys.readouterr().err
     assert main(["run", str(other), "--out", str(out), "--quiet", "--no-plots", "--seeds", "0", "--fresh"]) == 0
 
 
@@ -89,7 +90,7 @@ def test_validate(config, capsys):
     "args, message",
     [
         (["run", "missing.toml"], "missing.toml: no such scenario file"),
-        (["run", "--seeds", "a,b"], "--seeds 'a,b': allowed: comma-separated ints"),
+        (["run", "--seeds", "a,b"], "--seeds 'a,b': not a list of seeds; allowed: comma-separated ints"),
         (["report", "/nonexistent-results"], "no runs.csv here"),
     ],
 )
@@ -173,9 +174,130 @@ BAD_INPUTS = {
     "backend-flower-compares": ((CONFIGS / "compare-compas.toml").read_text(), ["--backend", "flower"],
                                 "s.toml with --backend flower: [engine] backend: 'flower' cannot run [baselines] or "
                                 "[defence]; allowed: 'vectorised'"),
-    "seeds-repeated": (_toml(TOY), ["--seeds", "1,1"], "--seeds '1,1': allowed: distinct comma-separated ints"),
-    "jobs-zero": (_toml(TOY), ["--jobs", "0"], "--jobs 0: allowed: an int >= 1"),
+    "seeds-repeated": (_toml(TOY), ["--seeds", "1,1"], "s.toml with --seeds 1,1: seeds: lists seed 1 twice; "
+                                                       "allowed: distinct values"),
+    "jobs-zero": (_toml(TOY), ["--jobs", "0"], "--jobs: 0 is not allowed; allowed: an int from 1 to 256, or -1"),
 }
+
+# Found by trying to break the command line (each was a traceback, silently accepted, several lines, or
+# written into the results folder before failing). Every line must also say what is allowed.
+BIG = 2**70  # tomllib reads it; TOML's integers are 64-bit
+# 24 rows, both groups (g: b = protected) with both labels (y), 6 rows each.
+GOOD_CSV = "x,g,y\n" + "".join(f"{i},{'ab'[i % 2]},{[0, 0, 1, 1][i % 4]}\n" for i in range(24))
+
+
+def _csv_text(text, **options):
+    """A callable writing ``text`` (None: a folder) as d.csv and returning its scenario."""
+    def make(folder: Path) -> str:
+        if text is None:
+            (folder / "d.csv").mkdir()
+        else:
+            (folder / "d.csv").write_bytes(text if isinstance(text, bytes) else text.encode())
+        opts = {"path": "d.csv", "label": "y", "favourable": 1, "protected": "b", **options}
+        return _toml({**TOY, "name": "csv", "data": {"dataset": "csv", "sensitive": "g", "options": opts}})
+    return make
+
+
+def _rows(old: str, new: str) -> str:
+    assert old in GOOD_CSV
+    return GOOD_CSV.replace(old, new, 1)
+
+
+BAD_INPUTS.update({
+    # ints beyond 64 bits, anywhere
+    "seeds-beyond-int64": (_with(seeds=[BIG]), [], f"seeds: [{BIG}] is not allowed; allowed: a non-empty list of ints"),
+    "n-beyond-int64": (_with(data={"options": {"n": BIG}}), [], f"[data] options.n: {BIG} does not fit in 64 bits; "
+                                                                "allowed: integers from -2**63 to 2**63-1"),
+    "budget-beyond-int64": (_with(collective={"budgets": [BIG]}), [], "[collective] budgets: 1180591620717411303424 "
+                                                                      "does not fit in 64 bits"),
+    "max-iter-beyond-int64": (_with(firm={"params": {"max_iter": BIG}}), [], "[firm] params.max_iter: "),
+    # sizes numpy cannot allocate
+    "n-too-large": (_with(data={"options": {"n": 2**62}}), [], f"[data] toy: option n={2**62} is not allowed; "
+                                                                "allowed: an integer from 10 to 100_000_000"),
+    "n-features-too-large": (_with(data={"dataset": "synthetic", "options": {"n": 200, "n_features": 10**10}}), [],
+                             "[data] synthetic: option n_features=10000000000 is not allowed; allowed: an integer"),
+    # data a run could not split, score or evaluate
+    "no-minority-rows": (_with(data={"options": {"n": 200, "minority_fraction": 0.001}}), [],
+                         "[data] toy: group (a=1, y=0) has no rows; allowed: data with at least 2 rows in each"),
+    "no-minority-positives": (_with(data={"options": {"n": 300, "label_bias": 1e300}}), [],
+                              "[data] toy: group (a=1, y=1) has no rows"),
+    "features-overflow": (_with(data={"options": {"n": 300, "feature_shift": 1e300}}), [],
+                          "[data] toy: feature 'x1' has a value of magnitude 1e+300"),
+    "test-size-tiny": (_with(data={"test_size": 0.0001}), [], "[data] toy: cannot split with test_size=0.0001"),
+    # wrong types and values in sections
+    "description-int": (_with(description=3), [], "description: the integer 3 is not allowed; allowed: a string"),
+    "include-sensitive-string": (_with(data={"include_sensitive": "yes"}), [],
+                                 "[data] include_sensitive: the string 'yes' is not allowed; allowed: true or false"),
+    "methods-nested": (_with(collective={"methods": [["random"]]}), [],
+                       "[collective] methods: unknown method ['random']; allowed: rb-prob"),
+    "backend-list": (_with(engine={"backend": ["x"]}), [], "[engine] backend: unknown backend ['x']; allowed: vectorised"),
+    "n-jobs-huge": (_with(engine={"n_jobs": 100000}), [], "[engine] n_jobs: 100000 is not allowed; allowed: an int "
+                                                          "from 1 to 256"),
+    "flower-both-spellings": (_toml(TOY) + "[flower]\nagents_per_node = 5\nagents-per-node = 7\n", [],
+                              "[flower] agents_per_node: is given twice"),
+    "flower-timeout-nan": (_with(flower={"timeout": float("nan")}), [], "[flower] timeout: nan is not allowed; "
+                                                                        "allowed: a finite number of seconds > 0"),
+    "flower-timeout-inf": (_with(flower={"timeout": float("inf")}), [], "[flower] timeout: inf is not allowed"),
+    "baseline-grid-nan": (_with(baselines={"methods": ["threshold-optimizer"],
+                                           "grids": {"threshold-optimizer": [float("nan")]}}), [],
+                          "[baselines] grids.threshold-optimizer: nan is not allowed; allowed: numbers in [0, 1]"),
+    "baseline-grid-inf": (_with(baselines={"methods": ["massaging"], "grids": {"massaging": [float("inf")]}}), [],
+                          "[baselines] grids.massaging: inf is not allowed; allowed: numbers >= 0"),
+    "defence-methods-nested": (_with(defence={"methods": [["random"]]}), [],
+                               "[defence] methods: the list ['random'] is not allowed"),
+    "defence-cv-too-many": (_with(defence={"cv": 100000}), [], "[defence] cv: 100000 folds, but the training rows "
+                                                               "have only"),
+    # firm models that build but cannot train on the data (failed mid-run)
+    "firm-l1-lbfgs": (_with(firm={"params": {"solver": "lbfgs", "penalty": "l1"}}), [],
+                      "[firm] params: 'logistic-regression': LogisticRegression cannot be trained on this data: "
+                      "Solver lbfgs supports only"),
+    "firm-class-weight": (_with(firm={"params": {"class_weight": {"a": 1}}}), [], "are not in class_weight"),
+    "firm-needs-non-negative": (_with(firm={"model": "sklearn.naive_bayes:CategoricalNB"}), [],
+                                "[firm] model: 'sklearn.naive_bayes:CategoricalNB': CategoricalNB cannot be trained"),
+    "firm-os-system": (_with(firm={"model": "os:system"}), [], "[firm] model: firm model 'os:system' is a "
+                                                               "builtin_function_or_method, not a class"),
+    # csv files and options
+    "csv-path-int": (_csv_text(GOOD_CSV, path=5), [], "[data] csv: option path=5 is not allowed; allowed: a path"),
+    "csv-label-list": (_csv_text(GOOD_CSV, label=["y"]), [], "[data] csv: option label=['y'] is not allowed"),
+    "csv-favourable-table": (_csv_text(GOOD_CSV, favourable={"a": 1}), [], "option favourable={'a': 1} is not allowed"),
+    "csv-categorical-string": (_csv_text(GOOD_CSV, categorical="x"), [], "option categorical='x' is not allowed; "
+                                                                         "allowed: a list of column names"),
+    "csv-features-string": (_csv_text(GOOD_CSV, features="x"), [], "option features='x' is not allowed"),
+    "csv-name-int": (_csv_text(GOOD_CSV, name=5), [], "option name=5 is not allowed; allowed: a non-empty string"),
+    "csv-empty": (_csv_text(""), [], "[data] csv: cannot parse csv file"),
+    "csv-header-only": (_csv_text("x,g,y\n"), [], "[data] csv: d.csv has a header but no data rows; allowed:"),
+    "csv-not-utf8": (_csv_text(GOOD_CSV.replace(",a,", ",\xe9,").encode("latin-1")), [], "'utf-8' codec can't decode"),
+    "csv-directory": (_csv_text(None), [], "is not a regular file (a directory or a device)"),
+    "csv-missing-label": (_csv_text(GOOD_CSV, label="z"), [], "label column 'z' is not in d.csv; allowed: one of x, g, y"),
+    "csv-label-one-value": (_csv_text(GOOD_CSV.replace(",1\n", ",0\n")), [],
+                            "label column 'y' of d.csv holds a single value (0); allowed: exactly two values"),
+    "csv-one-group": (_csv_text(GOOD_CSV.replace(",b,", ",a,")), [],
+                      "sensitive column 'g' of d.csv holds a single value (a); allowed: exactly two values"),
+    "csv-sensitive-nan": (_csv_text(_rows("\n2,a,1", "\n2,,1")), [], "column(s) 'g' of d.csv have missing values"),
+    "csv-single-row-per-group": (_csv_text("x,g,y\n1,a,0\n2,b,1\n3,a,1\n4,b,0\n5,a,0\n"), [],
+                                 "[data] d: group (a=0, y=1) has a single row; allowed: data with at least 2 rows"),
+    "csv-number-column-with-text": (_csv_text(_rows("\n5,b,0", "\nfive,b,0")), [],
+                                    "column 'x' of d.csv mixes numbers and text (data row 6: 'five'); allowed:"),
+    "csv-duplicated-label": (_csv_text(GOOD_CSV.replace("x,g,y\n", "x,g,y,y\n").replace("\n", ",0\n")
+                                       .replace("x,g,y,y,0\n", "x,g,y,y\n")), [],
+                             "column name(s) 'y' occur more than once in the header of d.csv"),
+    "csv-infinite-value": (_csv_text(_rows("\n5,b,0", "\ninf,b,0")), [],
+                           "column 'x' of d.csv has a non-finite value (data row 6: inf); allowed: finite numbers"),
+    "csv-huge-value": (_csv_text(_rows("\n5,b,0", "\n1e200,b,0")), [],
+                       "[data] d: feature 'x' has a value of magnitude 1e+200"),
+    # command-line flags
+    "seeds-empty": (_toml(TOY), ["--seeds", ""], "--seeds '': not a list of seeds; allowed: comma-separated ints"),
+    "seeds-other-digits": (_toml(TOY), ["--seeds", "\u0663"], "--seeds '\u0663': not a list of seeds"),
+    "seeds-underscore": (_toml(TOY), ["--seeds", "1_0"], "--seeds '1_0': not a list of seeds"),
+    "seeds-beyond-int64": (_toml(TOY), ["--seeds", str(BIG)], f"with --seeds {BIG}: seeds: [{BIG}] is not allowed"),
+    "jobs-huge": (_toml(TOY), ["--jobs", "100000"], "--jobs: 100000 is not allowed; allowed: an int from 1 to 256"),
+    "jobs-text": (_toml(TOY), ["--jobs", "abc"], "--jobs: invalid int value: 'abc'; allowed: see "
+                                                 "'collective-fairness run --help'"),
+    "backend-unknown": (_toml(TOY), ["--backend", "ray"], "--backend: invalid choice: 'ray'"),
+    "unknown-flag": (_toml(TOY), ["--foo"], "unrecognized arguments: --foo; allowed: see 'collective-fairness --help'"),
+    "out-empty": (_toml(TOY), ["--out", ""], "--out '': an empty path; allowed: a folder path"),
+    "out-a-file": (_toml(TOY), ["--out", "in/s.toml"], "--out 'in/s.toml': is a file, not a folder; allowed:"),
+})
 
 
 @pytest.mark.parametrize(
@@ -203,8 +325,107 @@ def test_every_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, monkey
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("collective-fairness: error: "), captured.err
     assert message in lines[0], lines[0]
+    assert "; allowed: " in lines[0], lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert sorted(tmp_path.rglob("*")) == before and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "the following arguments are required: command; allowed: see 'collective-fairness --help'"),
+        (["frobnicate"], "command: invalid choice: 'frobnicate'"),
+        (["validate"], "the following arguments are required: configs; allowed: see 'collective-fairness validate"),
+        (["run", "a.toml", "b.toml"], "unrecognized arguments: b.toml"),
+    ],
+)
+def test_command_line_mistakes_are_one_line_not_a_usage_block(capsys, args, message):
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"collective-fairness: error: {message}" + captured.err.split(message, 1)[1]
+    assert len(captured.err.strip().splitlines()) == 1 and message in captured.err and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x00\x01\x02\xff\xfe", "not a readable results table"),
+        (b"", "not a readable results table (No columns to parse from file)"),
+        (b"a,b\n1,2\n", "missing column(s) seed, method"),
+        ((",".join(REQUIRED_COLUMNS) + "\n").encode(), "needs base-model rows (method 'base') and collective rows"),
+        ((",".join(REQUIRED_COLUMNS) + "\n0,base,x,y,z,w,v,u\n0,random,x,y,z,w,v,u\n").encode(),
+         "column alpha has 'x' in data row 1; allowed: numbers"),
+        ((",".join(REQUIRED_COLUMNS) + "\n0,base,,,,,,\n0,random,,,,,,\n").encode(),
+         "column flips has nan in data row 1; allowed: numbers"),
+        (None, "cannot read (Is a directory)"),
+    ],
+)
+def test_a_bad_runs_csv_is_one_line(tmp_path, capsys, content, message):
+    folder = tmp_path / "res"
+    folder.mkdir()
+    if content is None:
+        (folder / "runs.csv").mkdir()
+    else:
+        (folder / "runs.csv").write_bytes(content)
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"collective-fairness: error: {folder}/runs.csv: ")
+    assert message in err and "; allowed: " in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--agents-per-node", "-1"], "s.toml with --agents-per-node -1: [flower] agents-per-node: -1 is not allowed; "
+                                      "allowed: an int >= 1"),
+        (["--agents-per-node", str(BIG)], f"[flower] agents_per_node: {BIG} does not fit in 64 bits"),
+        (["--seed", "-3"], "s.toml with --seed -3: seeds: [-3] is not allowed; allowed: a non-empty list of ints"),
+        (["--seed", str(BIG)], f"seeds: [{BIG}] is not allowed"),
+        (["--seed", "abc"], "--seed: invalid int value: 'abc'; allowed: see 'collective-fairness-deploy --help'"),
+        (["--rounds", "0"], "s.toml with --rounds 0: [flower] rounds: 0 is not allowed; allowed: an int >= 1"),
+        (["--frob"], "unrecognized arguments: --frob; allowed: see"),
+        (["--workdir", "in/s.toml"], "--workdir 'in/s.toml': cannot write the node files (Not a directory); allowed:"),
+    ],
+)
+def test_deploy_bad_flags_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, extra, message):
+    from simulations.flower.deploy import main as deploy
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "s.toml").write_text(_with(data={"options": {"n": 200}}))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert deploy(["in/s.toml", "--print-commands", "--workdir", "wd", *extra]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("collective-fairness-deploy: error: "), captured.err
+    assert message in lines[0] and "; allowed: " in lines[0] and captured.out == ""
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_deploy_missing_config_is_one_line(tmp_path, capsys):
+    from simulations.flower.deploy import main as deploy
+
+    assert deploy([str(tmp_path / "nosuch.toml"), "--print-commands", "--workdir", str(tmp_path / "wd")]) == 2
+    assert capsys.readouterr().err.strip() == (f"collective-fairness-deploy: error: {tmp_path}/nosuch.toml: no such "
+                                               "scenario file; allowed: a UTF-8 TOML scenario file (see configs/)")
+    assert not (tmp_path / "wd").exists()
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path, config, monkeypatch, capsys):
+    from agents.errors import DataError
+
+    def failing(scenario):
+        def run_seed(*args, **kwargs):
+            raise DataError("boom")
+        return run_seed
+
+    monkeypatch.setattr("simulations.runner.backend_run_seed", failing)
+    out = tmp_path / "new" / "res"
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == "collective-fairness: error: boom"
+    assert not (tmp_path / "new").exists()  # every folder the run created is gone
 
 
 def test_run_without_a_config_is_still_the_default_experiment(monkeypatch):
