@@ -44,6 +44,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from agents.errors import ConfigError, DataError
 from agents.validation import as_binary, stream_int
 
+from .acs import ACS_NAME, ACS_OPTIONS, ACS_SENSITIVE, load_acs_income
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -61,7 +63,7 @@ __all__ = [
 DATA_HOME_ENV = "COLLECTIVE_FAIRNESS_DATA_HOME"
 MIRROR_ENV = "COLLECTIVE_FAIRNESS_MIRROR"
 
-DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv")
+DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv", ACS_NAME)
 SYNTHETIC = ("synthetic", "toy")  # drawn from the SCM: known counterfactuals, one draw per seed
 
 
@@ -460,6 +462,13 @@ def _load_german(sensitive: str, data_home: Any, mirror: Any, **_: Any) -> Datas
     )
 
 
+def _load_acs_income(sensitive: str, data_home: Any, mirror: Any, **options: Any) -> Dataset:
+    """ACS-Income: PUMS files and the folktables task are in ``simulations/acs.py``."""
+    home = Path(data_home).expanduser() if data_home else default_data_home()
+    mirror = mirror if mirror not in (None, "") else os.environ.get(MIRROR_ENV) or None
+    return Dataset(**load_acs_income(sensitive, home, mirror, **options))
+
+
 # Fixed SCM constants: label weights w = _SIGNAL * 1/sqrt(d) (so w.U ~ N(0, _SIGNAL^2)),
 # intercept c, and the feature-shift direction v = e_1. Fixed so that every random_state
 # samples from the same population.
@@ -772,6 +781,7 @@ _SPECS: Mapping[str, _Spec] = {
     "adult": _Spec(_load_adult, (), ("sex", "race")),
     "compas": _Spec(_load_compas, (), ("race",)),
     "german": _Spec(_load_german, (), ("sex",)),
+    ACS_NAME: _Spec(_load_acs_income, ACS_OPTIONS, ACS_SENSITIVE),  # simulations/acs.py
     "synthetic": _Spec(_load_synthetic, ("n_features", *_SCM_OPTIONS), ("a",)),
     "toy": _Spec(_load_toy, _SCM_OPTIONS, ("a",)),
     "csv": _Spec(_load_csv, ("path", "label", "favourable", "protected", "categorical",
