@@ -127,7 +127,7 @@ def coordinate(msg: Message, context: Context) -> Message:
         context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]))
         knowledge = _cached(
             _SCORERS, ("knowledge", *_file_key(context)),
-            lambda: knowledge_from_reference(grid.methods, node.X_ref, node.y_ref, k=node.k), _SCORER_CACHE_SIZE,
+            lambda: knowledge_from_reference(grid.methods, node.X_ref, node.y_ref, params=node.params), _SCORER_CACHE_SIZE,
         )
         return _reply(msg, cutoffs=record_of(cutoffs=cutoffs), knowledge=record_of(**knowledge),
                       plan=ConfigRecord({**grid.to_config(), "digest": knowledge_digest(knowledge)}))

@@ -19,7 +19,7 @@ import numpy as np
 __all__ = ["knowledge_digest", "knowledge_from_reference", "scorers_from_knowledge"]
 
 
-def knowledge_from_reference(methods, X_ref, y_ref, *, k: int = 10) -> dict[str, np.ndarray]:
+def knowledge_from_reference(methods, X_ref, y_ref, *, params: dict | None = None) -> dict[str, np.ndarray]:
     """The collective's knowledge for ``methods`` from its majority reference rows.
 
     Keys are ``<method>/<part>``; every value is a plain array, so the knowledge
@@ -50,7 +50,9 @@ def knowledge_from_reference(methods, X_ref, y_ref, *, k: int = 10) -> dict[str,
             positives = y_ref == 1
             out["rb-dist/X"], out["rb-dist/y"] = X_ref[positives], y_ref[positives]
         # random and oracle need nothing from the majority
-    out["k"] = np.array([int(k)], dtype=np.int64)
+    for method in methods:  # each method's own parameters, e.g. rb-dist/k
+        for name, value in (params or {}).get(method, {}).items():
+            out[f"{method}/param/{name}"] = np.array([value])
     return out
 
 
@@ -72,10 +74,12 @@ def scorers_from_knowledge(methods, knowledge: dict[str, np.ndarray]) -> dict:
 
     from .scoring import RBProb, make_scorer
 
-    k = int(np.asarray(knowledge["k"]).ravel()[0])
     dummy_X, dummy_y = np.zeros((1, 1)), np.zeros(1, dtype=np.int8)
     out = {}
     for method in methods:
+        prefix = f"{method}/param/"
+        params = {key[len(prefix):]: np.asarray(value).ravel()[0].item() for key, value in knowledge.items()
+                  if key.startswith(prefix)}
         if method == "rb-prob" and "rb-prob/coef" in knowledge:
             est = LogisticRegression(solver="newton-cholesky", max_iter=1000)
             est.coef_ = np.asarray(knowledge["rb-prob/coef"], dtype=np.float64)
@@ -89,8 +93,8 @@ def scorers_from_knowledge(methods, knowledge: dict[str, np.ndarray]) -> dict:
             scorer.classes_seen_ = np.asarray(knowledge["rb-prob/constant"]).astype(np.int8)
             scorer.estimator_ = None
         elif f"{method}/X" in knowledge:
-            scorer = make_scorer(method, k=k).fit(knowledge[f"{method}/X"], knowledge[f"{method}/y"])
+            scorer = make_scorer(method, **params).fit(knowledge[f"{method}/X"], knowledge[f"{method}/y"])
         else:  # random, oracle: fit only checks its input
-            scorer = make_scorer(method, k=k).fit(dummy_X, dummy_y)
+            scorer = make_scorer(method, **params).fit(dummy_X, dummy_y)
         out[method] = scorer
     return out

@@ -43,10 +43,11 @@ class NodeData:
 
 @dataclass(frozen=True)
 class CoordinatorData:
-    """What the coalition's coordinator knows: the grid and the majority reference."""
+    """What the coalition's coordinator knows: the grid, each method's parameters and
+    the majority reference."""
 
     grid: CellGrid
-    k: int
+    params: dict  # method -> {name: number}
     X_ref: np.ndarray
     y_ref: np.ndarray
 
@@ -65,8 +66,10 @@ def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_pro
     return _write(path, arrays)
 
 
-def write_coordinator_file(path, *, grid: CellGrid, k: int, X_ref, y_ref) -> Path:
-    return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), k=np.array(int(k), dtype=np.int64),
+def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref) -> Path:
+    flat = {f"param:{method}:{name}": np.array(value) for method, values in params.items()
+            for name, value in values.items()}
+    return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), **flat,
                              X_ref=np.asarray(X_ref, dtype=np.float64), y_ref=np.asarray(y_ref).astype(np.int8)))
 
 
@@ -82,7 +85,12 @@ def load_node_file(path) -> NodeData | CoordinatorData:
     with np.load(path, allow_pickle=False) as f:
         role = str(f["role"])
         if role == ROLE_COORDINATOR:
-            return CoordinatorData(grid=CellGrid.from_arrays(f), k=int(f["k"]), X_ref=f["X_ref"], y_ref=f["y_ref"])
+            params: dict = {}
+            for key in f.files:
+                if key.startswith("param:"):
+                    _, method, name = key.split(":", 2)
+                    params.setdefault(method, {})[name] = f[key].item()
+            return CoordinatorData(grid=CellGrid.from_arrays(f), params=params, X_ref=f["X_ref"], y_ref=f["y_ref"])
         if role != ROLE_USERS:
             raise ValueError(f"{path}: unknown node role {role!r}; allowed: {ROLE_USERS}, {ROLE_COORDINATOR}")
         keys = f["keys"]

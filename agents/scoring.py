@@ -23,6 +23,7 @@ __all__ = [
     "RBLabel",
     "RBProb",
     "RandomScorer",
+    "PARAMETERS",
     "make_scorer",
 ]
 
@@ -172,12 +173,20 @@ METHODS = {
 }
 
 
-def make_scorer(method: str, *, k: int = 10, estimator=None):
-    """A fresh, unfitted scorer for a method name of ``METHODS``."""
+# Each method's own settable parameters (numbers, so they travel in a scenario file
+# and a Flower message) and their defaults.
+PARAMETERS = {"rb-prob": {}, "rb-label": {"k": 10}, "rb-dist": {"k": 10}, "random": {}, "oracle": {}}
+
+
+def make_scorer(method: str, *, estimator=None, **params):
+    """A fresh, unfitted scorer for a method name of ``METHODS``, with its own
+    ``PARAMETERS`` (e.g. ``k`` for rb-label and rb-dist); ``estimator`` for rb-prob."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    unknown = sorted(set(params) - set(PARAMETERS[method]))
+    if unknown:
+        allowed = ", ".join(PARAMETERS[method]) or "none"
+        raise ValueError(f"method {method!r} has no parameter {', '.join(unknown)}; allowed: {allowed}")
     if method == "rb-prob":
         return RBProb(estimator=estimator)
-    if method in ("rb-label", "rb-dist"):
-        return METHODS[method](k=k)
-    if method in METHODS:
-        return METHODS[method]()
-    raise ValueError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    return METHODS[method](**{**PARAMETERS[method], **params})

@@ -37,7 +37,7 @@ from simulations.state import build_world
 def naive_run(scenario, dataset, seed, method, alpha, budget, solver):
     """One configuration from scratch, as a straightforward loop would do it."""
     world = build_world(scenario, dataset, seed)  # split + encode again
-    decided = engine.decisions(world, CellGrid.of([method], [alpha], [budget]), k=scenario.collective.k)
+    decided = engine.decisions(world, CellGrid.of([method], [alpha], [budget]), scenario.collective.scorer_params())
     p = world.prepared
     model = LogisticRegression(solver=solver, max_iter=1000).fit(p.X_train, relabel(p.y_train, decided.mask(0)))
     return int(decided.signal.m[0]), fairness_metrics(p.y_test, model.predict(p.X_test), sensitive_features=p.a_test)

@@ -30,7 +30,7 @@ from server.training import firm_design, train_cells
 
 from .datasets import Dataset, load_dataset
 from .executors import Executor, make_executor
-from .rows import BASE, cell_columns, config_columns, decision_rows
+from .rows import BASE, cell_columns, config_columns, decision_rows, method_columns
 from .state import Decisions, RunState, World, collective_decisions, initial_state
 
 __all__ = ["BACKEND", "candidate_scores", "count_fits", "decisions", "load_data", "run_scenario", "run_seed", "step"]
@@ -47,18 +47,20 @@ def load_data(scenario, *, seed: int | None = None) -> Dataset:
     return load_dataset(cfg.dataset, sensitive=cfg.sensitive, **options)
 
 
-def candidate_scores(world: World, grid: CellGrid, *, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """The candidates of the grid's largest collective and their scores, one row per method.
-    Collectives are nested, so these are every candidate of every cell."""
+def candidate_scores(world: World, grid: CellGrid, params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates of the grid's largest collective and their scores, one row per method
+    (``params``: method -> its own parameters). Collectives are nested, so these are every
+    candidate of every cell."""
     candidates = world.candidates(max(grid.alphas))
     if not candidates.size:  # nobody to score (and nothing to fit a scorer for)
         return candidates, np.empty((len(grid.methods), 0))
-    return candidates, np.vstack([world.scores(method, candidates, k=k) for method in grid.methods])
+    params = params or {}
+    return candidates, np.vstack([world.scores(m, candidates, params.get(m)) for m in grid.methods])
 
 
-def decisions(world: World, grid: CellGrid, *, k: int = 10) -> Decisions:
+def decisions(world: World, grid: CellGrid, params: dict | None = None) -> Decisions:
     """Who flips in every cell of ``grid``: scoring and both halves of the rule, over everyone."""
-    candidates, scores = candidate_scores(world, grid, k=k)
+    candidates, scores = candidate_scores(world, grid, params)
     return collective_decisions(world, grid, scores, candidates)
 
 
@@ -68,7 +70,7 @@ def step(state: RunState, *, estimator=None, warm_start: bool = True, executor: 
     world, grid = state.world, state.grid
     p = world.prepared
     if state.scores is None:
-        candidates, scores = candidate_scores(world, grid, k=state.k)
+        candidates, scores = candidate_scores(world, grid, state.params)
     else:
         candidates, scores = world.candidates(max(grid.alphas)), state.scores
     decided = collective_decisions(world, grid, scores, candidates)
@@ -87,7 +89,7 @@ def pilot_columns(state: RunState, fraction: float, *, estimator, warm_start: bo
     """The collective's pilot: the same grid in :meth:`World.pilot` (a ``fraction`` of the
     training users held out). Returns ``val_<metric>`` columns for the base row and each
     cell, in row order: what the collective can see of each budget without the test set."""
-    pilot = RunState(round=0, world=state.world.pilot(fraction), grid=state.grid, k=state.k)
+    pilot = RunState(round=0, world=state.world.pilot(fraction), grid=state.grid, params=state.params)
     pilot = step(pilot, estimator=estimator, warm_start=warm_start, executor=executor, on_fit=on_fit)
     return [{f"val_{m}": metrics[m] for m in VALIDATION_METRICS} for metrics in pilot.metrics]
 
@@ -96,7 +98,8 @@ def state_rows(state: RunState, common: dict) -> list[dict]:
     """The tidy rows of a state: the base row, then one per cell."""
     base, *per_cell = state.metrics
     rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **base}]
-    rows += [{**common, **columns, **metrics} for columns, metrics in zip(decision_rows(state.decisions), per_cell)]
+    rows += [{**common, **columns, **method_columns(state.params, columns["method"]), **metrics}
+             for columns, metrics in zip(decision_rows(state.decisions), per_cell)]
     return rows
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BASE", "cell_columns", "config_columns", "decision_rows"]
+__all__ = ["BASE", "cell_columns", "config_columns", "decision_rows", "method_columns"]
 
 BASE = "base"  # method name of the row where nobody relabels
 
@@ -36,6 +36,11 @@ def config_columns(scenario, dataset, *, backend: str) -> dict:
         "firm": f.model,
         "backend": backend,
     }
+
+
+def method_columns(params: dict, method: str) -> dict:
+    """A cell's method's own parameters: its ``k`` where it has one (rb-label, rb-dist)."""
+    return {name: value for name, value in params.get(method, {}).items() if name == "k"}
 
 
 def decision_rows(decisions) -> list[dict]:

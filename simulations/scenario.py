@@ -26,6 +26,7 @@ import numpy as np
 
 from agents.errors import CollectiveFairnessError, ConfigError, DataError
 from agents.scoring import METHODS
+from agents.scoring import PARAMETERS as SCORER_PARAMETERS
 from server.firm import FIRM_MODELS, estimator_class, make_estimator
 
 from .backends import BACKENDS
@@ -227,7 +228,11 @@ class CollectiveConfig(_Section):
     alphas: tuple = PAPER_ALPHAS
     budgets: tuple = PAPER_BUDGETS
     reference: Any = "all"
-    k: int = 10
+    k: int = 10  # neighbours of rb-label and rb-dist, unless [collective.params] sets a method's own
+    params: dict = field(default_factory=dict)  # method -> its own parameters, e.g. {"rb-dist": {"k": 5}}
+    # The share of training users the collective holds out to choose its budget in a
+    # pilot run (val_* columns); 0 = no pilot. Never the firm's test set.
+    validation: float = 0.2
 
     def validate(self, where: str):
         _names(f"{where} methods", self.methods, METHODS, "method")
@@ -254,6 +259,28 @@ class CollectiveConfig(_Section):
             _fail(f"{where} reference", f"{self.reference!r} is not allowed; allowed: \"all\" or an int n >= 1 of majority rows")
         if not _is_int(self.k) or self.k < 1:
             _fail(f"{where} k", f"{self.k!r} is not allowed; allowed: an int >= 1")
+        if not isinstance(self.params, dict):
+            _fail(f"{where} params", f"must be a table of method -> parameters, got {_describe(self.params)}; "
+                                     f"allowed: e.g. params = {{rb-dist = {{k = 5}}}}")
+        for method, values in self.params.items():
+            if method not in self.methods:
+                _fail(f"{where} params.{method}", f"is not in [collective] methods; allowed: {', '.join(self.methods)}")
+            allowed = ", ".join(SCORER_PARAMETERS[method]) or "none"
+            if not isinstance(values, dict):
+                _fail(f"{where} params.{method}", f"must be a table of parameters; allowed keys: {allowed}")
+            for name, value in values.items():
+                if name not in SCORER_PARAMETERS[method]:
+                    _fail(f"{where} params.{method}", f"unknown parameter {name!r}; allowed: {allowed}")
+                if not _is_int(value) or value < 1:  # every settable parameter today is a count (k)
+                    _fail(f"{where} params.{method}.{name}", f"{value!r} is not allowed; allowed: an int >= 1")
+        if not _is_num(self.validation) or not 0 <= self.validation < 0.9:
+            _fail(f"{where} validation", f"{self.validation!r} is not allowed; allowed: a fraction in [0, 0.9) of the "
+                                         "training users held out for the pilot (0: no pilot)")
+
+    def scorer_params(self) -> dict[str, dict]:
+        """Each method's own parameters: ``k`` (the section's) unless ``params`` sets its own."""
+        return {m: {name: self.params.get(m, {}).get(name, self.k) for name in SCORER_PARAMETERS[m]}
+                for m in self.methods}
 
     def check_against(self, where: str, dataset: str):
         if "oracle" in self.methods and dataset not in SYNTHETIC:

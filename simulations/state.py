@@ -121,10 +121,11 @@ class World:
         reference = position[self.reference]
         return dataclasses.replace(self, prepared=pilot, user_ids=self.user_ids[keep], reference=reference[reference >= 0])
 
-    def scores(self, method: str, users: np.ndarray, *, k: int = 10) -> np.ndarray:
-        """Scores of ``users`` (positions) by ``method``, fitted on the majority reference."""
+    def scores(self, method: str, users: np.ndarray, params: dict | None = None) -> np.ndarray:
+        """Scores of ``users`` (positions) by ``method`` with its ``params`` (e.g. ``k``),
+        fitted on the majority reference."""
         p = self.prepared
-        scorer = make_scorer(method, k=k).fit(p.X_train[self.reference], p.y_train[self.reference])
+        scorer = make_scorer(method, **(params or {})).fit(p.X_train[self.reference], p.y_train[self.reference])
         extra = {"counterfactual_proba": p.cf_proba_train[users]} if method == "oracle" else {}
         return scorer.score_samples(p.X_train[users], **extra)
 
@@ -203,7 +204,7 @@ class RunState:
     round: int
     world: World
     grid: CellGrid
-    k: int = 10
+    params: Mapping[str, dict] = field(default_factory=dict)  # each method's own parameters (k)
     scores: np.ndarray | None = None  # (methods, candidates) at the grid's largest alpha
     behaviour: Mapping[str, np.ndarray] = field(default_factory=dict)
     decisions: Decisions | None = None
@@ -217,4 +218,4 @@ def initial_state(scenario, dataset: Dataset, seed: int) -> RunState:
     """Round 0: the world is drawn, nobody has acted, the firm holds nothing yet."""
     c = scenario.collective
     return RunState(round=0, world=build_world(scenario, dataset, seed),
-                    grid=CellGrid.of(c.methods, c.alphas, c.budgets), k=c.k)
+                    grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params())

@@ -20,7 +20,7 @@ from agents.protocol import CellGrid
 from server.server_app import write_firm_spec
 
 from ..engine import load_data
-from ..rows import BASE, cell_columns, config_columns
+from ..rows import BASE, cell_columns, config_columns, method_columns
 from ..state import build_world
 
 __all__ = ["RunFiles", "prepare_run", "results_frame"]
@@ -65,7 +65,7 @@ def prepare_run(scenario: Scenario, seed: int, run_dir, *, dataset=None, agents_
         ))
     c = scenario.collective
     files.append(write_coordinator_file(
-        run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), k=c.k,
+        run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
         X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference],
     ))
     write_firm_spec(
@@ -92,5 +92,6 @@ def results_frame(scenario: Scenario, dataset, seed: int, results: dict, *, roun
                                n_members=coalition["n_members"][cell.alpha_index] if coalition else 0,
                                pool_size=get("pool_size", 0), m=get("m", 0), flips=r["flips"][cell.index],
                                threshold=get("score"))
-        rows.append({**common, **columns, **metrics[cell.index + 1], **extra})
+        rows.append({**common, **columns, **method_columns(c.scorer_params(), cell.method), **metrics[cell.index + 1],
+                     **extra})
     return pd.DataFrame(rows)

@@ -36,7 +36,7 @@ def _candidate_scores(world, method, keep=None):
     p = world.prepared
     users = np.flatnonzero(world.minority & (p.y_train == 0) & (True if keep is None else keep))
     out = np.full(p.y_train.size, np.nan)
-    out[users] = world.scores(method, users, k=TOY.collective.k)
+    out[users] = world.scores(method, users, TOY.collective.scorer_params()[method])
     return out
 
 
@@ -63,7 +63,7 @@ def files(world, tmp_path_factory):
         d / "users.npz", user_ids=world.user_ids[rows], X=p.X_train[rows], a=p.a_train[rows], y=p.y_train[rows],
         membership_key=world.membership_key, tie_key=world.tie_key, cf_proba=p.cf_proba_train[rows],
     )
-    coord = write_coordinator_file(d / "coord.npz", grid=GRID, k=TOY.collective.k,
+    coord = write_coordinator_file(d / "coord.npz", grid=GRID, params=TOY.collective.scorer_params(),
                                    X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference])
     return users, coord
 
@@ -102,7 +102,7 @@ def test_cutoffs_match_the_engine(world):
 def test_scorers_rebuilt_from_the_knowledge_score_like_the_engine(world, method):
     p = world.prepared
     knowledge = knowledge_from_reference([method], p.X_train[world.reference], p.y_train[world.reference],
-                                         k=TOY.collective.k)
+                                         params=TOY.collective.scorer_params())
     if method == "rb-prob":  # parameters, not rows, travel for rb-prob
         assert "rb-prob/X" not in knowledge and knowledge["rb-prob/coef"].shape == (1, p.X_train.shape[1])
     scorer = scorers_from_knowledge([method], knowledge)[method]
@@ -115,7 +115,7 @@ def test_scorers_rebuilt_from_the_knowledge_score_like_the_engine(world, method)
 def test_knowledge_digest_changes_with_content(world):
     p = world.prepared
     s1 = knowledge_from_reference(["rb-label"], p.X_train[world.reference], p.y_train[world.reference])
-    s2 = dict(s1, k=np.array([3]))
+    s2 = dict(s1, **{"rb-label/param/k": np.array([3])})
     assert knowledge_digest(s1) == knowledge_digest(dict(s1)) != knowledge_digest(s2)
 
 

@@ -5,7 +5,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 
-from agents.scoring import METHODS, OracleScorer, RandomScorer, RBDist, RBLabel, RBProb, make_scorer
+from agents.scoring import METHODS, PARAMETERS, OracleScorer, RandomScorer, RBDist, RBLabel, RBProb, make_scorer
 
 X_REF = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
 Y_REF = np.array([1, 1, 0, 0, 0])
@@ -72,7 +72,7 @@ def test_scores_do_not_depend_on_the_batch():
     y = (rng.random(500) < 0.4).astype(int)
     Q = rng.normal(size=(60, 8))
     for method in ("rb-prob", "rb-label", "rb-dist"):
-        s = make_scorer(method, k=7).fit(X, y)
+        s = make_scorer(method, **({"k": 7} if method != "rb-prob" else {})).fit(X, y)
         whole = s.score_samples(Q)
         single = np.concatenate([s.score_samples(Q[i : i + 1]) for i in range(60)])
         np.testing.assert_array_equal(whole, single)
@@ -80,14 +80,16 @@ def test_scores_do_not_depend_on_the_batch():
 
 def test_estimator_contract():
     for method, cls in METHODS.items():
-        s = make_scorer(method, k=3)
-        assert isinstance(s, cls)
+        s = make_scorer(method, **{name: 3 for name in PARAMETERS[method]})
+        assert isinstance(s, cls) and all(s.get_params()[name] == 3 for name in PARAMETERS[method])
         assert clone(s).get_params() == s.get_params()
         assert not any(k.endswith("_") for k in vars(s))  # nothing learned before fit
         assert s.fit(X_REF, Y_REF) is s  # fit returns the scorer itself, now fitted
         assert any(k.endswith("_") for k in vars(s))
     with pytest.raises(ValueError, match="unknown method"):
         make_scorer("rb-magic")
+    with pytest.raises(ValueError, match="has no parameter k; allowed: none"):
+        make_scorer("rb-prob", k=3)  # each method takes only its own parameters
 
 
 def test_unfitted_scorer_raises():

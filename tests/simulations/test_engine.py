@@ -1,5 +1,7 @@
 """The vectorised engine: invariants of the coalition rule and reproducibility."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,12 +36,13 @@ def world():
     return build_world(TOY, ds, 0)
 
 
-def _cells(world, method, alphas, budgets, *, k=10):
+def _cells(world, method, alphas, budgets):
     """(columns, flips mask, scores over all users) of each cell of a one-method grid."""
     grid = CellGrid.of([method], alphas, budgets)
-    d = engine.decisions(world, grid, k=k)
+    params = TOY.collective.scorer_params()
+    d = engine.decisions(world, grid, params)
     scores = np.full(world.n_users, np.nan)
-    candidates, s = engine.candidate_scores(world, grid, k=k)
+    candidates, s = engine.candidate_scores(world, grid, params)
     scores[candidates] = s[0]
     return [(columns, d.mask(cell.index), scores) for cell, columns in zip(grid, decision_rows(d))]
 
@@ -165,7 +168,7 @@ def test_small_reference_sample(world):
     ds = engine.load_data(s, seed=0)
     w = build_world(s, ds, 0)
     assert w.reference.size == 10 and (w.prepared.a_train[w.reference] == 0).all()
-    candidates, scores = engine.candidate_scores(w, CellGrid.of(["rb-label"], [1.0], [0.5]), k=10)
+    candidates, scores = engine.candidate_scores(w, CellGrid.of(["rb-label"], [1.0], [0.5]), {"rb-label": {"k": 10}})
     assert candidates.size == ((w.prepared.a_train == 1) & (w.prepared.y_train == 0)).sum()
     # k = 10 nearest of 10 reference rows: every candidate's neighbours are the whole reference
     np.testing.assert_array_equal(scores, np.full(scores.shape, w.prepared.y_train[w.reference].sum()))
@@ -182,3 +185,32 @@ def test_an_empty_candidate_pool_flips_nobody(method):
     assert len(cells) == 2 and (cells["n_members"] == 0).all()
     assert (cells["pool_size"] == 0).all() and (cells["flips"] == 0).all() and (cells["m"] == 0).all()
     np.testing.assert_array_equal(cells["eqod"], runs.loc[runs["method"] == "base", "eqod"].iloc[0])
+
+
+def test_each_method_has_its_own_parameters():
+    """[collective.params] sets rb-dist's k alone; rb-label keeps the section's k; rows say which."""
+    own = TOY.replace(seeds=(0,), collective__methods=("rb-label", "rb-dist"), collective__alphas=(0.6,),
+                      collective__budgets=(0.3,), collective__validation=0.0,
+                      collective__params={"rb-dist": {"k": 1}})
+    assert own.collective.scorer_params() == {"rb-label": {"k": 10}, "rb-dist": {"k": 1}}
+    runs = engine.run_scenario(own)
+    assert dict(zip(runs["method"], runs["k"])) == {"base": 10, "rb-label": 10, "rb-dist": 1}
+    default = engine.run_scenario(own.replace(collective__params={}))
+    label = lambda r: r[r["method"] == "rb-label"].drop(columns="seconds").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(label(runs), label(default))  # rb-label untouched
+    assert not runs[runs["method"] == "rb-dist"]["threshold"].equals(
+        default[default["method"] == "rb-dist"]["threshold"])  # k = 1 ranks differently
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"rb-magic": {"k": 3}}, "params.rb-magic: is not in [collective] methods"),
+    ({"rb-prob": {"k": 3}}, "params.rb-prob: unknown parameter 'k'; allowed: none"),
+    ({"rb-dist": {"q": 3}}, "params.rb-dist: unknown parameter 'q'; allowed: k"),
+    ({"rb-dist": {"k": 0}}, "params.rb-dist.k: 0 is not allowed; allowed: an int >= 1"),
+    ({"rb-dist": 5}, "params.rb-dist: must be a table of parameters; allowed keys: k"),
+])
+def test_method_parameters_are_validated(params, message):
+    from agents.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TOY.replace(collective__methods=("rb-prob", "rb-dist"), collective__params=params)
