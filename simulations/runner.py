@@ -9,10 +9,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import engine
+from .analysis import comparison_sections, plot_all, write_html, write_summary
 from .backends import get_backend
 from .datasets import SYNTHETIC
 from .executors import make_executor
-from .report import comparison_sections, plot_all, write_html, write_summary
 from .results import ResultsFolder
 from .scenario import Scenario
 
