@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
 
     val = sub.add_parser("validate", help="check scenario files and their data without running them")
     val.add_argument("configs", nargs="+", type=Path)
+
+    paper = sub.add_parser("paper", help="the paper's findings on every available dataset, one report")
+    paper.add_argument("--out", help="folder for every dataset's results and report.html (default: results/paper)")
+    paper.add_argument("--seeds", help="comma-separated seeds, overriding the scenarios' (e.g. 0,1,2,3,4,5,6,7,8,9)")
+    paper.add_argument("--datasets", help="comma-separated names of configs/paper/*.toml (default: all)")
+    paper.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
+    paper.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -128,6 +135,17 @@ def _report(args) -> int:
     return 0
 
 
+def _paper(args) -> int:
+    from .paper import run_paper
+
+    out = _out_folder(args.out, True) if args.out is not None else _out_folder(DEFAULT_OUT / "paper", False)
+    seeds = _seeds(args.seeds) if args.seeds is not None else None
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    report = run_paper(out, seeds=seeds, datasets=datasets, fresh=args.fresh, progress=not args.quiet)
+    print(f"\nreport: {report} (claims.csv beside it; one results folder per dataset)")
+    return 0
+
+
 def _validate(args) -> int:
     from .scenario import load_scenario
 
@@ -190,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"collective-fairness: error: {exc}", file=sys.stderr)
         return 2
-    handler = {"run": _run, "report": _report, "validate": _validate}[args.command]
+    handler = {"run": _run, "report": _report, "validate": _validate, "paper": _paper}[args.command]
     previous = _install(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)
