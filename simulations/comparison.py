@@ -52,7 +52,6 @@ __all__ = [
     "auto_tolerance",
     "comparison_rows",
     "count_extra_fits",
-    "defence_table",
     "defended_training",
     "implausible_candidates",
     "trusted_sample",
@@ -304,68 +303,3 @@ def comparison_rows(scenario, state, rows: list[dict], *, common: dict, estimato
 def _budget_key(budget) -> tuple:
     """Budget equality that keeps the int count 1 apart from the fraction 1.0."""
     return (isinstance(budget, int), budget)
-
-
-# --------------------------------------------------------------------------------- tables
-
-
-def defence_table(runs):
-    """How much of the collective's EqOd gain survives each (defence, action), and at what cost.
-
-    One row per attacked cell (method, alpha, budget), variant (``plain`` or
-    ``adaptive``), defence and action, means over seeds: ``flips``,
-    ``flagged``, ``flagged_true`` and ``recall`` (= flagged_true / flips);
-    ``eqod``; ``gain_kept`` = (base EqOd - EqOd) / (base EqOd - EqOd of the
-    plain, undefended cell) -- 1 = the defence changed nothing, 0 = the
-    collective's gain is gone, < 0 = worse than no collective;
-    ``error_cost`` = error - the undefended cell's error (the firm's price for
-    defending); ``error_increase`` = error - the base model's error. Rows
-    with method "base" are the defences applied when nobody attacks; their
-    EqOd is ``eqod_defended_base`` on the other rows, and
-    ``gain_kept_same_defence`` = (eqod_defended_base - EqOd) / (base EqOd -
-    undefended EqOd) measures the collective's effect when both worlds run
-    the defence (an audit that flags genuine minority positives changes EqOd
-    even when nobody attacks). Empty without defence or adaptive rows.
-    """
-    import pandas as pd
-
-    from .pareto import with_family
-
-    r = with_family(runs)
-    r = r.assign(adaptive=r["adaptive"].astype(bool), defence=r["defence"].astype(str))
-    defended = r[(r["defence"] != "none") | r["adaptive"]]
-    if defended.empty:
-        return pd.DataFrame()
-    keys = ["method", "alpha", "budget", "budget_kind"]
-    base = r[(r["family"] == "base") & (r["defence"] == "none")].set_index("seed")
-    plain = r[(r["family"] == "collective") & (r["defence"] == "none") & ~r["adaptive"]]
-    ref = plain.set_index(["seed", *keys])[["eqod", "error"]]
-    ref.columns = ["eqod_undefended", "error_undefended"]
-    d = defended.join(ref, on=["seed", *keys])
-    is_base = d["family"] == "base"
-    d.loc[is_base, "eqod_undefended"] = d.loc[is_base, "seed"].map(base["eqod"]).to_numpy()
-    d.loc[is_base, "error_undefended"] = d.loc[is_base, "seed"].map(base["error"]).to_numpy()
-    d = d.assign(variant=np.where(d["adaptive"], "adaptive", "plain"),
-                 base_eqod=d["seed"].map(base["eqod"]).to_numpy(),
-                 error_cost=d["error"] - d["error_undefended"],
-                 error_increase=d["error"] - d["seed"].map(base["error"]).to_numpy())
-    group = [*keys, "variant", "defence", "action"]
-    t = d.groupby(group, sort=False, dropna=False).agg(
-        seeds=("seed", "nunique"), flips=("flips", "mean"), flagged=("flagged", "mean"),
-        flagged_true=("flagged_true", "mean"), eqod=("eqod", "mean"), eqod_std=("eqod", "std"),
-        eqod_undefended=("eqod_undefended", "mean"), base_eqod=("base_eqod", "mean"),
-        error_cost=("error_cost", "mean"), error_increase=("error_increase", "mean"),
-    ).reset_index()
-    gain = t["base_eqod"] - t["eqod_undefended"]
-    on_base = t[t["method"] == "base"].set_index(["defence", "action"])["eqod"]
-    t["eqod_defended_base"] = [on_base.get((dfc, act), np.nan) if dfc != "none" else b
-                               for dfc, act, b in zip(t["defence"], t["action"], t["base_eqod"])]
-    t["recall"] = np.where(t["flips"] > 0, t["flagged_true"] / t["flips"].where(t["flips"] > 0), np.nan)
-    t["gain_kept"] = np.where(gain > 0, (t["base_eqod"] - t["eqod"]) / gain.where(gain > 0), np.nan)
-    t["gain_kept_same_defence"] = np.where(gain > 0, (t["eqod_defended_base"] - t["eqod"]) / gain.where(gain > 0),
-                                           np.nan)
-    t.loc[t["method"] == "base", ["gain_kept", "gain_kept_same_defence"]] = np.nan
-    order = ["method", "alpha", "budget", "budget_kind", "variant", "defence", "action", "seeds", "flips",
-             "flagged", "flagged_true", "recall", "base_eqod", "eqod_undefended", "eqod_defended_base", "eqod",
-             "eqod_std", "gain_kept", "gain_kept_same_defence", "error_cost", "error_increase"]
-    return t[order]

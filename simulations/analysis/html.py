@@ -152,8 +152,6 @@ def comparison_sections(runs: pd.DataFrame) -> list[tuple[str, str]]:
         return []
     fronts = front_table(runs)
     on = fronts[(fronts["metric"] == "eqod") & fronts["on_front"]]
-    cols = ["family", "method", "point", "x", "x_lo", "x_hi", "error_increase_pts", "error_increase_pts_lo",
-            "error_increase_pts_hi", "seeds"]
     n = int(fronts["seeds"].max()) if len(fronts) else 0
     text = {c: [interval_text(m, lo, hi, fmt) for m, lo, hi in zip(on[c], on[f"{c}_lo"], on[f"{c}_hi"])]
             for c, fmt in (("x", ".3f"), ("error_increase_pts", "+.2f"))}

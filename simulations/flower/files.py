@@ -42,7 +42,7 @@ class RunFiles:
         return self.run_dir / "nodes"
 
 
-def prepare_run(scenario: Scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None) -> RunFiles:
+def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None) -> RunFiles:
     """Write every node's file, the coordinator's and the firm's for one seed.
 
     Users are sharded in the engine's order, K per node; which node holds whom
@@ -75,7 +75,7 @@ def prepare_run(scenario: Scenario, seed: int, run_dir, *, dataset=None, agents_
     return RunFiles(run_dir, tuple(files))
 
 
-def results_frame(scenario: Scenario, dataset, seed: int, results: dict, *, round_: int = -1) -> pd.DataFrame:
+def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = -1) -> pd.DataFrame:
     """The engine's tidy rows from one round of a Flower run's results."""
     r = results["rounds"][round_]
     config = config_columns(scenario, dataset, backend="flower")

@@ -15,6 +15,7 @@ from server.firm import Firm, make_estimator
 from server.metrics import fairness_metrics
 from agents.protocol import CellGrid
 from simulations import comparison, engine
+from simulations.analysis.defences import defence_table
 from simulations.executors import make_executor
 from simulations.rows import decision_rows
 from simulations.state import build_world, seed_streams
@@ -274,7 +275,7 @@ def test_run_and_report_write_claims_fronts_and_defences(tmp_path, dataset):
 
 
 def test_defence_table_by_hand(rows):
-    t = comparison.defence_table(rows)
+    t = defence_table(rows)
     assert set(t["variant"]) == {"plain", "adaptive"}
     assert len(t) == ((rows["defence"] != "none") | rows["adaptive"]).sum()  # one seed: one row each
     base = rows[(rows["family"] == "base") & (rows["defence"] == "none")].iloc[0]
@@ -293,4 +294,4 @@ def test_defence_table_by_hand(rows):
     assert gain > 0.01  # the undefended collective helps here, so the gain ratios are defined
     assert got["gain_kept"] == pytest.approx((base["eqod"] - row["eqod"]) / gain)
     assert got["gain_kept_same_defence"] == pytest.approx((on_base["eqod"] - row["eqod"]) / gain)
-    assert comparison.defence_table(engine.run_seed(PLAIN, 0)).empty
+    assert defence_table(engine.run_seed(PLAIN, 0)).empty

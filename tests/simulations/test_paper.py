@@ -1,7 +1,5 @@
 """`collective-fairness paper`: every available dataset into one report; unavailable ones skipped, said why."""
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
@@ -36,7 +34,6 @@ favourable = 1
 protected = "f"
 """
 
-
 @pytest.fixture()
 def configs(tmp_path):
     folder = tmp_path / "configs"
@@ -45,7 +42,6 @@ def configs(tmp_path):
     (folder / "missing.toml").write_text(MISSING)
     return folder
 
-
 def test_the_shipped_paper_scenarios_validate():
     names = [p.stem for p in paper_configs()]
     assert {"adult", "compas", "german", "acs-income"} <= set(names)
@@ -53,7 +49,6 @@ def test_the_shipped_paper_scenarios_validate():
         s = load_scenario(path)
         assert s.baselines is not None and s.collective.validation > 0  # Pareto fronts and a pilot
     assert PAPER_CONFIGS.name == "paper"
-
 
 def test_one_report_for_every_available_dataset(configs, tmp_path, capsys):
     report = run_paper(tmp_path / "out", configs=configs, progress=False)
@@ -66,7 +61,6 @@ def test_one_report_for_every_available_dataset(configs, tmp_path, capsys):
     assert set(claims["dataset"]) == {"toy"} and set(claims["selection"]) == {"validation", "fixed", "paper"}
     assert (claims["n"] == 2).all()
     assert "missing: skipped" in capsys.readouterr().out
-
 
 def test_unknown_dataset_is_one_line(configs, capsys):
     assert main(["paper", "--datasets", "nope", "--out", str(configs.parent / "o")]) == 2
