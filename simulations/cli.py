@@ -92,6 +92,7 @@ def _out_folder(out: str | Path, flag: bool) -> Path:
 
 
 def _run(args) -> int:
+    from .results import ResultsFolder
     from .runner import run_into
     from .scenario import check_n_jobs, load_scenario
 
@@ -111,6 +112,11 @@ def _run(args) -> int:
         check_n_jobs("--jobs", args.jobs)
     out = _out_folder(args.out, True) if args.out is not None else _out_folder(DEFAULT_OUT / scenario.name, False)
     scenario.check_data(source)  # before anything is written
+    folder = ResultsFolder(out)
+    try:
+        folder.holds(scenario, fresh=args.fresh)  # a folder of another scenario: refused before it is locked
+    except OSError as exc:
+        raise folder.unwritable(exc) from None
     _, summary = run_into(scenario, out, fresh=args.fresh, n_jobs=args.jobs,
                           progress=not args.quiet, plots=not args.no_plots)
     print(summary)
@@ -119,7 +125,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from .analysis import comparison_sections, plot_all, write_html, write_summary
+    from .report import comparison_sections, plot_all, write_html, write_summary
     from .results import ResultsFolder
 
     folder = ResultsFolder.open(args.results)

@@ -148,30 +148,37 @@ class ResultsFolder:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return {}
 
-    def start(self, scenario: Scenario, *, fresh: bool = False) -> tuple[Scenario, list[int]]:
-        """Claim the folder for ``scenario``; returns the scenario it now holds and the seeds already finished.
+    def holds(self, scenario: Scenario, *, fresh: bool = False) -> Scenario:
+        """The scenario this folder would hold after a run of ``scenario``, read-only.
 
         The same scenario with other seeds extends the folder: its seeds become the union
-        (stored order, then the new ones) and finished seeds are kept. Any other difference
-        needs ``fresh``: mixing the checkpoints of two scenarios would silently corrupt the table.
-        Call it while holding :meth:`lock`.
+        (stored order, then the new ones). Any other difference needs ``fresh``: mixing the
+        checkpoints of two scenarios would silently corrupt the table. Called before a run
+        (nothing written yet) and again by :meth:`start` under the lock.
+        """
+        stored = None if fresh else self._stored()
+        if stored is None:
+            return scenario
+        new = tomllib.loads(tomli_w.dumps(scenario.to_dict()))  # compared as TOML reads them back
+        if stored and _without_seeds(stored) == _without_seeds(new):
+            old = [s for s in stored.get("seeds", []) if isinstance(s, int)]
+            seeds = tuple(dict.fromkeys([*old, *scenario.seeds]))
+            return scenario.replace(str(self.scenario_toml), seeds=seeds) if seeds != scenario.seeds else scenario
+        if any((self.path / "partial").glob("seed-*.csv")):
+            raise ConfigError(
+                f"{self.path}: holds results of a different scenario; allowed: the same scenario (new "
+                "seeds extend it), --fresh to overwrite them, or --out to use another folder"
+            )
+        return scenario
+
+    def start(self, scenario: Scenario, *, fresh: bool = False) -> tuple[Scenario, list[int]]:
+        """Claim the folder for ``scenario`` (see :meth:`holds`); returns the scenario it now holds and
+        the seeds already finished. Call it while holding :meth:`lock`.
         """
         try:
             if fresh and (self.path / "partial").exists():
                 shutil.rmtree(self.path / "partial")
-            stored = None if fresh else self._stored()
-            if stored is not None:
-                new = tomllib.loads(tomli_w.dumps(scenario.to_dict()))  # compared as TOML reads them back
-                if stored and _without_seeds(stored) == _without_seeds(new):
-                    old = [s for s in stored.get("seeds", []) if isinstance(s, int)]
-                    seeds = tuple(dict.fromkeys([*old, *scenario.seeds]))
-                    if seeds != scenario.seeds:
-                        scenario = scenario.replace(str(self.scenario_toml), seeds=seeds)
-                elif any((self.path / "partial").glob("seed-*.csv")):
-                    raise ConfigError(
-                        f"{self.path}: holds results of a different scenario; allowed: the same scenario (new "
-                        "seeds extend it), --fresh to overwrite them, or --out to use another folder"
-                    )
+            scenario = self.holds(scenario, fresh=fresh)
             atomic_write_text(self.scenario_toml, tomli_w.dumps(scenario.to_dict()))
         except OSError as exc:
             raise self.unwritable(exc) from None

@@ -413,6 +413,20 @@ def test_deploy_missing_config_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "wd").exists()
 
 
+def test_a_folder_of_another_scenario_is_refused_before_anything_is_written(tmp_path, config, capsys):
+    out = tmp_path / "res"
+    (out / "partial").mkdir(parents=True)
+    (out / "scenario.toml").write_text(_with(name="other"))
+    (out / "partial" / "seed-0.csv").write_text("seed\n0\n")
+    before = sorted(out.rglob("*"))
+    assert main(["run", str(config), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"collective-fairness: error: {out}: holds results of a different scenario; allowed: the "
+                           "same scenario (new seeds extend it), --fresh to overwrite them, or --out to use another "
+                           "folder")
+    assert sorted(out.rglob("*")) == before  # not even a lock file
+
+
 def test_a_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path, config, monkeypatch, capsys):
     from agents.errors import DataError
 
