@@ -125,7 +125,7 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import comparison_sections, plot_all, write_html, write_summary
+    from .analysis import comparison_sections, plot_all, write_html, write_summary
     from .results import ResultsFolder
 
     folder = ResultsFolder.open(args.results)
