@@ -63,8 +63,9 @@ __all__ = [
 DATA_HOME_ENV = "COLLECTIVE_FAIRNESS_DATA_HOME"
 MIRROR_ENV = "COLLECTIVE_FAIRNESS_MIRROR"
 
-DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv", ACS_NAME)
-SYNTHETIC = ("synthetic", "toy")  # drawn from the SCM: known counterfactuals, one draw per seed
+DATASETS = ("adult", "compas", "german", "synthetic", "toy", "csv", ACS_NAME, "synthetic-nonlinear")
+# drawn from an SCM: known counterfactuals, one draw per seed (synthetic-nonlinear: simulations/synthetic.py)
+SYNTHETIC = ("synthetic", "toy", "synthetic-nonlinear")
 
 
 # --------------------------------------------------------------------------- containers
@@ -784,6 +785,11 @@ _SPECS: Mapping[str, _Spec] = {
     ACS_NAME: _Spec(_load_acs_income, ACS_OPTIONS, ACS_SENSITIVE),  # simulations/acs.py
     "synthetic": _Spec(_load_synthetic, ("n_features", *_SCM_OPTIONS), ("a",)),
     "toy": _Spec(_load_toy, _SCM_OPTIONS, ("a",)),
+    # simulations/synthetic.py, imported on use (it imports this module)
+    "synthetic-nonlinear": _Spec(
+        lambda **options: importlib.import_module(".synthetic", __package__).load_nonlinear(**options),
+        ("n", "n_features", "minority_fraction", "feature_shift", "feature_scale", "interaction",
+         "saturation", "label_bias", "bias_slope", "random_state"), ("a",)),
     "csv": _Spec(_load_csv, ("path", "label", "favourable", "protected", "categorical",
                              "features", "name"), None),
 }

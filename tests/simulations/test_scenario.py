@@ -112,7 +112,7 @@ def test_replace_changes_sections():
 
 
 def test_registries_are_the_single_lists_of_names():
-    assert SYNTHETIC == ("synthetic", "toy") and set(SYNTHETIC) <= set(DATASETS)
+    assert SYNTHETIC == ("synthetic", "toy", "synthetic-nonlinear") and set(SYNTHETIC) <= set(DATASETS)
     for value, cls, key in ((DATASETS, DataConfig, "dataset"), (BACKENDS, EngineConfig, "backend"),
                             (EXECUTORS, EngineConfig, "executor")):
         with pytest.raises(ConfigError) as info:
