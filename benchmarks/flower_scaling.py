@@ -43,8 +43,9 @@ def scenario_for(users: int, k: int, rounds: int):
     base = load_scenario(ROOT / "configs" / "synthetic.toml")
     opts = dict(base.data.options)
     opts["n"] = round(users / (1 - base.data.test_size))  # the split keeps `users` training rows
+    # The federation itself: no validation pilot (an in-process study on both backends).
     return base.replace(name=f"bench-{users}-k{k}", seeds=(0,), data__options=opts,
-                        flower__agents_per_node=k, flower__rounds=rounds)
+                        flower__agents_per_node=k, flower__rounds=rounds, collective__validation=0.0)
 
 
 class TreeMemory:
