@@ -55,6 +55,7 @@ __all__ = [
     "SYNTHETIC",
     "default_data_home",
     "fetch_file",
+    "load_configured",
     "load_dataset",
     "make_scm",
     "prepare",
@@ -827,6 +828,16 @@ def load_dataset(
     if key in SYNTHETIC:
         return spec.load(**options)
     return spec.load(sensitive=sensitive, data_home=data_home, mirror=mirror, **options)
+
+
+def load_configured(data, *, seed: int | None = None) -> Dataset:
+    """The dataset a scenario's ``[data]`` section names (``dataset``, ``sensitive``,
+    ``options``); synthetic ones are drawn from the run's ``seed`` unless the options fix
+    ``random_state``."""
+    options = dict(data.options)
+    if data.dataset in SYNTHETIC:
+        options.setdefault("random_state", 0 if seed is None else seed)
+    return load_dataset(data.dataset, sensitive=data.sensitive, **options)
 
 
 # --------------------------------------------------------------------------- preparation

@@ -28,7 +28,7 @@ from agents.protocol import CellGrid
 from server.firm import make_estimator
 from server.training import firm_design, train_cells
 
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, load_configured
 from .executors import Executor, make_executor
 from .rows import BASE, cell_columns, config_columns, decision_rows, method_columns
 from .state import Decisions, RunState, World, collective_decisions, initial_state
@@ -38,13 +38,7 @@ __all__ = ["BACKEND", "candidate_scores", "count_fits", "decisions", "load_data"
 
 def load_data(scenario, *, seed: int | None = None) -> Dataset:
     """The scenario's dataset (synthetic ones are drawn from the seed)."""
-    from .datasets import SYNTHETIC
-
-    cfg = scenario.data
-    options = dict(cfg.options)
-    if cfg.dataset in SYNTHETIC and "random_state" not in options:
-        options["random_state"] = 0 if seed is None else seed
-    return load_dataset(cfg.dataset, sensitive=cfg.sensitive, **options)
+    return load_configured(scenario.data, seed=seed)
 
 
 def candidate_scores(world: World, grid: CellGrid, params: dict | None = None) -> tuple[np.ndarray, np.ndarray]:

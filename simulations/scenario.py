@@ -621,16 +621,13 @@ class Scenario:
         """
         from server.firm import check_trainable
 
-        from .datasets import load_dataset
+        from .datasets import load_configured
         from .state import build_world
 
         name = self.data.dataset
         for seed in self.seeds if name in SYNTHETIC else self.seeds[:1]:
-            options = dict(self.data.options)
-            if name in SYNTHETIC:  # as engine.load_data (which cannot be imported here: an import circle)
-                options.setdefault("random_state", seed)
             try:
-                dataset = load_dataset(name, sensitive=self.data.sensitive, **options)
+                dataset = load_configured(self.data, seed=seed)
             except CollectiveFairnessError as exc:  # names the option or the file
                 raise type(exc)(f"{source}: [data] {name}: {exc}") from None
             except OSError as exc:

@@ -54,6 +54,9 @@ class World:
     tie_key: int  # tie tickets break score ties in the coalition rule
     reference: np.ndarray  # training rows of the majority the collective sees
     firm_seed: int
+    # What the collective knows of the majority, when it is not this world's own rows
+    # (the pilot keeps the knowledge of the world it was drawn from).
+    known_majority: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def member_tickets(self) -> np.ndarray:
@@ -93,8 +96,10 @@ class World:
         stream) and whose test set is those held-out users with their true labels.
 
         Running the grid in it shows the collective what each budget does without
-        reading the firm's test set. (The feature encoding is the firm's, fitted on
-        all training rows: features only, no labels.)
+        reading the firm's test set. The collective knows what it knew of the majority
+        (the same reference rows, held out or not), so its members score as they do
+        in the full world. (The feature encoding is the firm's, fitted on all training
+        rows: features only, no labels.)
         """
         from sklearn.model_selection import train_test_split
 
@@ -119,13 +124,21 @@ class World:
         position = np.full(n, -1)
         position[keep] = np.arange(keep.size)
         reference = position[self.reference]
-        return dataclasses.replace(self, prepared=pilot, user_ids=self.user_ids[keep], reference=reference[reference >= 0])
+        return dataclasses.replace(self, prepared=pilot, user_ids=self.user_ids[keep], reference=reference[reference >= 0],
+                                   known_majority=self.majority_knowledge())
+
+    def majority_knowledge(self) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) of the majority rows the collective sees."""
+        if self.known_majority is not None:
+            return self.known_majority
+        p = self.prepared
+        return p.X_train[self.reference], p.y_train[self.reference]
 
     def scores(self, method: str, users: np.ndarray, params: dict | None = None) -> np.ndarray:
         """Scores of ``users`` (positions) by ``method`` with its ``params`` (e.g. ``k``),
         fitted on the majority reference."""
         p = self.prepared
-        scorer = make_scorer(method, **(params or {})).fit(p.X_train[self.reference], p.y_train[self.reference])
+        scorer = make_scorer(method, **(params or {})).fit(*self.majority_knowledge())
         extra = {"counterfactual_proba": p.cf_proba_train[users]} if method == "oracle" else {}
         return scorer.score_samples(p.X_train[users], **extra)
 

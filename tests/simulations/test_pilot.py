@@ -73,3 +73,24 @@ def test_poisoned_test_labels_change_test_metrics_but_not_the_pilot(monkeypatch)
 def test_no_pilot_no_columns():
     runs = engine.run_seed(TOY.replace(collective__validation=0.0), 0)
     assert not [c for c in runs.columns if c.startswith("val_")]
+
+
+def test_the_pilot_keeps_what_the_collective_knows_of_the_majority(state):
+    """Held-out users leave the pilot firm's data, not the collective's knowledge: a reference of
+    one majority row that lands in the held-out part still scores (it used to be an error)."""
+    world = state.world
+    pilot = world.pilot(0.25)
+    for got, want in zip(pilot.majority_knowledge(), world.majority_knowledge()):
+        np.testing.assert_array_equal(got, want)
+    held = pilot.prepared.test_index
+    one = dataclasses.replace(world, reference=np.flatnonzero(np.isin(world.prepared.train_index, held)
+                                                              & (world.prepared.a_train == 0))[:1])
+    lonely = one.pilot(0.25)
+    assert lonely.reference.size == 0 and lonely.majority_knowledge()[0].shape[0] == 1
+    users = lonely.candidates(0.6)
+    assert np.isfinite(lonely.scores("rb-prob", users)).all()
+    # a member scores the same in the pilot as in the full world
+    ids = np.intersect1d(world.user_ids[world.candidates(0.6)], pilot.user_ids[pilot.candidates(0.6)])[:20]
+    full = world.scores("rb-label", np.flatnonzero(np.isin(world.user_ids, ids)), {"k": 10})
+    part = pilot.scores("rb-label", np.flatnonzero(np.isin(pilot.user_ids, ids)), {"k": 10})
+    np.testing.assert_array_equal(np.sort(full), np.sort(part))
