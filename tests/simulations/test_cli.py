@@ -289,7 +289,7 @@ BAD_INPUTS.update({
     "seeds-empty": (_toml(TOY), ["--seeds", ""], "--seeds '': not a list of seeds; allowed: comma-separated ints"),
     "seeds-other-digits": (_toml(TOY), ["--seeds", "\u0663"], "--seeds '\u0663': not a list of seeds"),
     "seeds-underscore": (_toml(TOY), ["--seeds", "1_0"], "--seeds '1_0': not a list of seeds"),
-    "seeds-beyond-int64": (_toml(TOY), ["--seeds", str(BIG)], f"with --seeds {BIG}: seeds: [{BIG}] is not allowed"),
+    "flag-seeds-beyond-int64": (_toml(TOY), ["--seeds", str(BIG)], f"with --seeds {BIG}: seeds: [{BIG}] is not allowed"),
     "jobs-huge": (_toml(TOY), ["--jobs", "100000"], "--jobs: 100000 is not allowed; allowed: an int from 1 to 256"),
     "jobs-text": (_toml(TOY), ["--jobs", "abc"], "--jobs: invalid int value: 'abc'; allowed: see "
                                                  "'collective-fairness run --help'"),
