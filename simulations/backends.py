@@ -31,7 +31,8 @@ class Backend(Protocol):
     supports_comparison: bool  # firm-side baselines and defences ([baselines], [defence])
 
     def run_seed(self, scenario, seed: int, *, dataset=None, executor=None,
-                 on_fit: Callable[[int], None] | None = None) -> pd.DataFrame: ...
+                 on_fit: Callable[[int], None] | None = None, progress: bool = False) -> pd.DataFrame:
+        """``on_fit(n)`` counts finished fits; ``progress`` lets the backend say more (per round)."""
 
 
 def get_backend(name: str) -> Backend:

@@ -144,7 +144,7 @@ class _Vectorised:
     name = "vectorised"
     supports_comparison = True
 
-    def run_seed(self, scenario, seed, *, dataset=None, executor=None, on_fit=None) -> pd.DataFrame:
+    def run_seed(self, scenario, seed, *, dataset=None, executor=None, on_fit=None, progress=False) -> pd.DataFrame:
         return run_seed(scenario, seed, dataset=dataset, executor=executor, on_fit=on_fit)
 
 

@@ -55,7 +55,8 @@ def run_into(
                 start = time.perf_counter()
                 if dataset is None or scenario.data.dataset in SYNTHETIC:
                     dataset = engine.load_data(scenario, seed=seed)
-                frame = run_seed(scenario, seed, dataset=dataset, executor=executor, on_fit=bar.update)
+                frame = run_seed(scenario, seed, dataset=dataset, executor=executor, on_fit=bar.update,
+                                 progress=progress)
                 timings[seed] = round(time.perf_counter() - start, 3)
                 folder.save_seed(seed, frame)  # unwritable: rows go to a temporary file, one-line error
         runs = pd.concat([folder.load_seed(s) for s in scenario.seeds], ignore_index=True)

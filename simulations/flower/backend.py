@@ -8,6 +8,7 @@ runs the federation and returns the engine's rows for the final round.
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 import pandas as pd
@@ -23,13 +24,16 @@ from .session import close_sessions, session_for
 __all__ = ["BACKEND", "close_sessions", "run_seed"]
 
 
-def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, session=None) -> pd.DataFrame:
-    """One seed of a scenario on the Flower backend: the engine's rows (final round)."""
+def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, session=None,
+             progress: bool = False) -> pd.DataFrame:
+    """One seed of a scenario on the Flower backend: the engine's rows (final round). With
+    ``progress`` a line per round goes to stderr as the federation finishes it."""
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     session = session or session_for(scenario.flower, workdir)
     run_dir = session.workdir / "runs" / f"{_safe(scenario.name)}-seed{seed}-{uuid.uuid4().hex[:8]}"
     files = prepare_run(scenario, seed, run_dir, dataset=dataset)
-    results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout)
+    on_round = (lambda line: _say(f"flower seed {seed} {line}")) if progress else None
+    results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout, on_round=on_round)
     frame = results_frame(scenario, dataset, seed, results)
     if scenario.collective.validation:
         # The collective's pilot is its own offline study, not part of the federation:
@@ -45,6 +49,12 @@ def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, se
     return frame
 
 
+def _say(line: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)  # above a progress bar, if one is drawn
+
+
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)[:60] or "scenario"
 
@@ -53,9 +63,9 @@ class _Flower:
     name = "flower"
     supports_comparison = False
 
-    def run_seed(self, scenario, seed, *, dataset=None, executor=None, on_fit=None) -> pd.DataFrame:
+    def run_seed(self, scenario, seed, *, dataset=None, executor=None, on_fit=None, progress=False) -> pd.DataFrame:
         # The firm's fits run in the ServerApp's own workers ([engine] n_jobs), not the executor's.
-        return run_seed(scenario, seed, dataset=dataset, on_fit=on_fit)
+        return run_seed(scenario, seed, dataset=dataset, on_fit=on_fit, progress=progress)
 
 
 BACKEND = _Flower()

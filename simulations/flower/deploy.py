@@ -24,7 +24,7 @@ from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
 from ..cli import ArgumentParser, int_argument
 
-from .files import RunFiles, prepare_run, results_frame
+from .files import RoundWatch, RunFiles, prepare_run, results_frame
 from .processes import (
     FlwrProcesses,
     app_pyproject,
@@ -109,8 +109,9 @@ class Deployment(FlwrProcesses):
             stop_process(proc, grace=5.0)
         self.processes = []
 
-    def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0) -> dict:
-        """``flwr run`` the app against the nodes and wait for the ServerApp's results."""
+    def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0, on_round=None) -> dict:
+        """``flwr run`` the app against the nodes and wait for the ServerApp's results;
+        ``on_round(line)`` hears about every round as it finishes."""
         results_path = self.files.run_dir / "results.json"
         results_path.unlink(missing_ok=True)
         run_config = {"run-dir": str(self.files.run_dir), "rounds": int(rounds), "expected-nodes": self.files.n_nodes,
@@ -124,8 +125,11 @@ class Deployment(FlwrProcesses):
             raise RuntimeError(f"flwr run failed: {proc.stdout.strip()} {proc.stderr.strip()[-2000:]}") from None
         deadline = time.monotonic() + node_wait + timeout * (5 * rounds) + 120
         status, next_status = "", time.monotonic() + 10
+        watch = RoundWatch(results_path, rounds, on_round)
         while time.monotonic() < deadline:
+            watch.poll()
             if results_complete(results_path):
+                watch.poll()
                 return json.loads(results_path.read_text(encoding="utf-8"))
             if time.monotonic() >= next_status:
                 status = run_status(self._flwr, CONNECTION, run_id)
@@ -141,16 +145,23 @@ class Deployment(FlwrProcesses):
 
 
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
-                dataset=None, timeout: float | None = None) -> tuple[pd.DataFrame, dict]:
+                dataset=None, timeout: float | None = None, on_round=None) -> tuple[pd.DataFrame, dict]:
     """Run one seed on a local deployment; returns the engine's rows and the raw results."""
     from ..engine import load_data
 
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     workdir = Path(workdir).resolve()
-    files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=dataset, agents_per_node=agents_per_node)
+    files = prepare_run(scenario, seed, results_path_of(workdir, seed).parent, dataset=dataset,
+                        agents_per_node=agents_per_node)
     with Deployment(files, workdir) as dep:
-        results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout)
+        results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
+                          on_round=on_round)
     return results_frame(scenario, dataset, seed, results), results
+
+
+def results_path_of(workdir, seed: int) -> Path:
+    """Where a deployment of ``seed`` in ``workdir`` writes the ServerApp's ``results.json``."""
+    return Path(workdir).resolve() / f"seed-{seed}" / "results.json"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -219,16 +230,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
             print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
             return 0
+        print(f"starting a SuperLink and SuperNodes on 127.0.0.1 (logs: {args.workdir}/logs)", flush=True)
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
-                                     rounds=args.rounds)
+                                     rounds=args.rounds, on_round=lambda line: print(line, flush=True))
     except CollectiveFairnessError as exc:
         print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)
         return 2
-    last = results["rounds"][-1]
-    print(f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds, "
-          f"{last['nodes']['reports_accepted']} reports accepted, rejected: {last['nodes']['reports_rejected'] or 'none'}")
-    cols = [c for c in ("method", "alpha", "budget", "m", "flips", "error", "eqod") if c in frame.columns]
-    print(frame[cols].to_string(index=False, max_rows=40))
+    base = frame[frame["method"] == "base"].iloc[0]
+    cells = frame[frame["method"] != "base"]
+    best = cells.loc[cells["eqod"].idxmin()] if len(cells) else None
+    print(f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds in {results.get('seconds', 0):.0f} s; "
+          f"base model: error {base['error']:.3f}, EqOd {base['eqod']:.3f}; {len(cells)} cells"
+          + (f", lowest EqOd {best['eqod']:.3f} ({best['method']}, alpha {best['alpha']:g}, budget {best['budget']:g}, "
+             f"{int(best['flips'])} flips)" if best is not None else ""))
+    print(f"results: {Path(results_path_of(args.workdir, seed))} (every round, message counts, rejections, metrics)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False)

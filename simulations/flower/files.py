@@ -23,7 +23,7 @@ from ..engine import load_data
 from ..rows import BASE, cell_columns, config_columns, method_columns
 from ..state import build_world
 
-__all__ = ["RunFiles", "prepare_run", "results_frame"]
+__all__ = ["RoundWatch", "RunFiles", "prepare_run", "results_frame", "round_line"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,42 @@ def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = 
         rows.append({**common, **columns, **method_columns(c.scorer_params(), cell.method), **metrics[cell.index + 1],
                      **extra})
     return pd.DataFrame(rows)
+
+
+def round_line(record: dict, rounds: int) -> str:
+    """One line a person can follow for a finished round of ``results.json``."""
+    messages = record.get("messages", {})
+    report = messages.get("train.report", {})
+    rejected = record.get("nodes", {}).get("reports_rejected", {})
+    failed = sum(v.get("errors", 0) + v.get("timeouts", 0) for v in messages.values())
+    seconds = record.get("seconds", {})
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "round")
+    why = ", ".join(f"{n} {reason}" for reason, n in rejected.items()) or "none"
+    return (f"round {record.get('round', '?')}/{rounds}: {report.get('ok', 0)}/{report.get('sent', 0)} nodes "
+            f"reported, rejected: {why}, failed or timed out: {failed}; {seconds.get('round', 0):.1f} s ({phases})")
+
+
+class RoundWatch:
+    """Calls ``on_round(line)`` for every round the ServerApp has added to ``results.json``
+    since the last look (cheap: reads the file only when it changed)."""
+
+    def __init__(self, path: Path, rounds: int, on_round):
+        self.path, self.rounds, self.on_round = Path(path), rounds, on_round
+        self.seen, self.stamp = 0, None
+
+    def poll(self) -> None:
+        if self.on_round is None:
+            return
+        try:
+            stamp = self.path.stat().st_mtime_ns
+            if stamp == self.stamp:
+                return
+            import json
+
+            records = json.loads(self.path.read_text(encoding="utf-8")).get("rounds", [])
+        except (OSError, ValueError):
+            return
+        self.stamp = stamp
+        for record in records[self.seen:]:
+            self.on_round(round_line(record, self.rounds))
+        self.seen = max(self.seen, len(records))

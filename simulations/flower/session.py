@@ -11,7 +11,7 @@ from pathlib import Path
 
 from server.server_app import RUN_CONFIG
 
-from .files import RunFiles
+from .files import RoundWatch, RunFiles
 from .processes import (
     FLOWER_ENV,
     FlwrProcesses,
@@ -110,8 +110,9 @@ class FlowerSession(FlwrProcesses):
             _SESSIONS.remove(self)
 
     # -- runs
-    def run(self, files: RunFiles, *, rounds: int = 1, timeout: float | None = None) -> dict:
-        """Run the app on ``files`` with one simulated node per file; returns results.json."""
+    def run(self, files: RunFiles, *, rounds: int = 1, timeout: float | None = None, on_round=None) -> dict:
+        """Run the app on ``files`` with one simulated node per file; returns results.json.
+        ``on_round(line)`` hears about every round as the ServerApp finishes it."""
         self.start()
         timeout = float(timeout or self.config.timeout)
         results_path = files.run_dir / "results.json"
@@ -134,7 +135,7 @@ class FlowerSession(FlwrProcesses):
         except (ValueError, KeyError, TypeError):
             raise RuntimeError(f"flwr run failed: {proc.stdout.strip()} {proc.stderr.strip()[-2000:]}") from None
         deadline = time.monotonic() + timeout * (3 * rounds + 2) + 300
-        status = self.wait(run_id, deadline, results_path)
+        status = self.wait(run_id, deadline, results_path, watch=RoundWatch(results_path, rounds, on_round))
         if status == "finished:completed":
             self.wait(run_id, time.monotonic() + 60, None, status_every=0.5)  # its actors are gone too
         if not status.endswith("completed"):
@@ -144,7 +145,7 @@ class FlowerSession(FlwrProcesses):
         return json.loads(results_path.read_text(encoding="utf-8"))
 
     def wait(self, run_id, deadline: float, results_path: Path | None = None, *, poll: float = 0.2,
-             status_every: float = 10.0) -> str:
+             status_every: float = 10.0, watch: RoundWatch | None = None) -> str:
         """Wait until the ServerApp has written its final results or the run has ended.
 
         The results file is checked often (cheap); the run status, which costs a
@@ -153,7 +154,11 @@ class FlowerSession(FlwrProcesses):
         """
         status, next_status = "", time.monotonic() + status_every
         while time.monotonic() < deadline:
+            if watch is not None:
+                watch.poll()
             if results_path is not None and results_complete(results_path):
+                if watch is not None:
+                    watch.poll()
                 return "finished:completed"
             if time.monotonic() >= next_status or (results_path is None and not status):
                 status = run_status(self._flwr, "sim", run_id)

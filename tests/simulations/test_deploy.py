@@ -49,9 +49,12 @@ def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     started = []
     with Deployment(files, tmp_path) as dep:
         started = [p.pid for p in dep.processes]
-        results = dep.run(rounds=2, timeout=180)
+        lines = []
+        results = dep.run(rounds=2, timeout=180, on_round=lines.append)
         started += [pid for p in dep.processes for pid in process_tree(p.pid)]
     assert results["connected_nodes"] == 3 and len(results["rounds"]) == 2
+    assert [line.split(":")[0] for line in lines] == ["round 1/2", "round 2/2"]  # progress, as it happened
+    assert "2/2 nodes reported, rejected: none" in lines[0]
     for round_ in (0, 1):
         frame = results_frame(TOY, dataset, 0, results, round_=round_)
         cols = [c for c in reference.columns if c != "backend"]

@@ -14,7 +14,7 @@ from server.server_app import RUN_CONFIG
 from simulations import engine
 from simulations.backends import get_backend
 from simulations.flower.backend import BACKEND, run_seed
-from simulations.flower.files import prepare_run, results_frame
+from simulations.flower.files import RoundWatch, prepare_run, results_frame
 from simulations.flower.inprocess import run_in_process
 from simulations.flower.processes import app_pyproject, config_args
 from simulations.flower.session import FlowerSession
@@ -102,14 +102,16 @@ def test_run_config_defaults_have_one_source():
 
 
 @pytest.mark.slow
-def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_path):
+def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_path, capsys):
     """Real `flwr run` on a simulation SuperLink with Ray actors: 6 nodes of 10, then 60 nodes of 1."""
     with FlowerSession(TOY.flower, tmp_path / "flwr") as session:
         superlink = session.superlink
         # With the collective's pilot on: its val_* columns come from the same in-process study.
         piloted = TOY.replace(collective__validation=0.3)
         frame = run_seed(piloted.replace(flower__rounds=2, flower__agents_per_node=10), 0, dataset=dataset,
-                         session=session)
+                         session=session, progress=True)
+        said = capsys.readouterr().err
+        assert "flower seed 0 round 1/2: 6/6 nodes reported" in said and "round 2/2" in said
         assert_same_as_engine(frame, engine.run_seed(piloted, 0, dataset=dataset))
         assert frame["val_eqod"].notna().all()
         assert (frame["round"] == 2).all() and (frame["reports_rejected"] == 0).all()
@@ -131,3 +133,25 @@ def test_an_empty_candidate_pool_matches_the_engine_in_a_federation_too(dataset,
     frame = results_frame(tiny, dataset, 0, run_in_process(files, rounds=1))
     assert_same_as_engine(frame, engine.run_seed(tiny, 0, dataset=dataset))
     assert (frame["flips"] == 0).all()
+
+
+def test_round_lines_follow_results_json_as_it_grows(tmp_path):
+    import json
+
+    path = tmp_path / "results.json"
+    record = {"round": 1, "messages": {"train.report": {"sent": 10, "ok": 9, "errors": 0, "timeouts": 1}},
+              "nodes": {"reports_rejected": {"shape": 2}}, "seconds": {"coalition": 1.0, "round": 3.5}}
+    lines = []
+    watch = RoundWatch(path, 3, lines.append)
+    watch.poll()  # no file yet
+    path.write_text(json.dumps({"rounds": [record]}))
+    watch.poll()
+    watch.poll()  # unchanged: nothing new
+    assert lines == ["round 1/3: 9/10 nodes reported, rejected: 2 shape, failed or timed out: 1; 3.5 s "
+                     "(coalition 1.0 s)"]
+    import os
+
+    path.write_text(json.dumps({"rounds": [record, {**record, "round": 2}]}))
+    os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))  # a new stamp even on a coarse clock
+    watch.poll()
+    assert len(lines) == 2 and lines[1].startswith("round 2/3")
