@@ -9,7 +9,11 @@ Each round has two parts that never mix:
   :mod:`server.training` -- the same code as the vectorised engine, so the
   metrics agree bit for bit -- and is evaluated on its test set.
 
-Nodes that error or time out are skipped and counted; the round completes.
+Nodes that error or time out are skipped and counted, malformed replies (of
+any record type) are rejected and counted by reason (:mod:`server.reports`),
+and the round completes: when no report is accepted the firm does not train,
+and the round's ``metrics`` are ``None`` with the reason in ``training``.
+A node's users are fixed by its first accepted report (:class:`Registry`).
 Results go to ``<run-dir>/results.json`` and ``<run-dir>/labels.npz``.
 """
 
@@ -28,11 +32,11 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from joblib import Parallel, delayed
 
-from agents.protocol import REPORT, CellGrid
+from agents.protocol import JOIN, REPORT, CellGrid
 
 from .firm import make_estimator
 from .relay import coalition_signal, sign_up
-from .reports import assemble, validate_reports
+from .reports import Registry, Schema, assemble, validate_replies
 from .training import TestSet, firm_design, train_cells
 from .waves import Wire, copy_content, skip_empty_inbox_scans, wait_for_nodes
 
@@ -90,6 +94,11 @@ class FirmSpec:
     def n_features(self) -> int:
         return self.X_test.shape[1]
 
+    @property
+    def schema(self) -> Schema:
+        """The features the firm accepts, from its own test set (:class:`server.reports.Schema`)."""
+        return Schema.from_test_set(self.X_test)
+
 
 def write_firm_spec(run_dir, *, customer_ids, X_test, a_test, y_test, firm_seed, scenario: dict, X_test_cf=None):
     run_dir = Path(run_dir)
@@ -129,7 +138,8 @@ class _FirmWorkers:
 def firm_metrics(table: dict, spec: FirmSpec, *, n_jobs: int = 1) -> list[dict]:
     """Train the firm on every label row of the reports and evaluate each on the test set.
 
-    Row 0 holds the labels when nobody relabels; the others are trained along
+    Row 0 holds the labels when nobody relabels; the others are trained on
+    exactly the labels reported (a 1 -> 0 change is trained as 0), along
     warm-start chains exactly as the vectorised engine does (same design
     matrix, same chains in the same order), so the metrics match the engine's
     bit for bit. The firm reads only the reports.
@@ -139,9 +149,9 @@ def firm_metrics(table: dict, spec: FirmSpec, *, n_jobs: int = 1) -> list[dict]:
     test = TestSet(spec.X_test, spec.y_test, spec.a_test, spec.X_test_cf)
     estimator = make_estimator(sc["firm"]["model"], sc["firm"]["params"], random_state=spec.firm_seed)
     # Row r > 0 is cell r - 1's reported labels; chains as the engine's: one per (method, alpha).
-    cells = [((cell.method, cell.alpha), labels[cell.index + 1] != labels[0]) for cell in _cells(spec)]
+    cells = [((cell.method, cell.alpha), labels[cell.index + 1]) for cell in _cells(spec)]
     base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], cells, test,
-                                 warm=bool(sc["engine"]["warm_start"]),
+                                 warm=bool(sc["engine"]["warm_start"]), as_labels=True,
                                  executor=_FirmWorkers(n_jobs) if n_jobs != 1 else None)
     return [base, *per_cell]
 
@@ -168,36 +178,47 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
     nodes = wait_for_nodes(grid, settings.expected_nodes, settings.node_wait)
     results = {"expected_nodes": settings.expected_nodes, "connected_nodes": len(nodes),
                "node_wait_seconds": time.perf_counter() - t_start, "rounds": []}
-    table, coalition = None, None
+    table, coalition, registry, schema = None, None, Registry(), spec.schema
     for round_ in range(1, settings.rounds + 1):
         t0 = time.perf_counter()
-        wire = Wire(grid, round_, settings.timeout, settings.window)
+        wire = Wire(grid, round_, settings.timeout, settings.window, keep=(JOIN,))
         log = wire.log
         if coalition is None:
             coalition = sign_up(wire, nodes)
+            registry.declared.update(_declared_users(wire.kept.get(JOIN, {})))
         signal, summary = coalition_signal(wire, coalition, cells)
         users = coalition.users
         t1 = time.perf_counter()
         got = wire.wave({n: copy_content(signal) for n in users}, REPORT)
-        reports = [(n, {k: v.numpy() for k, v in r.content["report"].items()}) for n, r in got.items()
-                   if "report" in r.content]
-        intake = validate_reports(reports, n_features=spec.n_features, n_label_rows=len(cells) + 1,
-                                  known_ids=spec.customer_ids)
+        intake = validate_replies([(n, r.content) for n, r in got.items()], n_features=spec.n_features,
+                                  n_label_rows=len(cells) + 1, known_ids=spec.customer_ids, schema=schema,
+                                  registry=registry)
         t2 = time.perf_counter()
-        table = assemble(intake.accepted, order=spec.customer_ids)
-        metrics = firm_metrics(table, spec, n_jobs=n_jobs)
+        round_table = assemble(intake.accepted, order=spec.customer_ids)
+        if round_table is None:
+            metrics, training = None, f"skipped: no report was accepted ({len(got)} replies, {intake.n_rejected} rejected)"
+            up = down = np.zeros(len(cells), dtype=np.int64)
+            n_train = n_minority = 0
+        else:
+            table = round_table
+            metrics, training = firm_metrics(table, spec, n_jobs=n_jobs), "trained"
+            base, rows = table["labels"][0], table["labels"][1:]
+            up, down = ((rows == 1) & (base == 0)).sum(axis=1), ((rows == 0) & (base == 1)).sum(axis=1)
+            n_train, n_minority = int(table["user_ids"].size), int((table["a"] == 1).sum())
         t3 = time.perf_counter()
-        flips = (table["labels"][1:] != table["labels"][0]).sum(axis=1)
         results["rounds"].append({
             "round": round_,
-            "n_train": int(table["user_ids"].size),
-            "n_minority": int((table["a"] == 1).sum()),
+            "n_train": n_train,
+            "n_minority": n_minority,
+            "training": training,
             "nodes": {"users": len(users), "reports_accepted": len(intake.accepted),
                       "reports_rejected": dict(intake.rejected), "rejected_nodes": {str(k): v for k, v in intake.rejected_nodes.items()}},
             "messages": {k: dict(v) for k, v in log.counts.items()},
             "errors": log.error_reasons[:20],
             "coalition": summary,
-            "flips": flips.tolist(),
+            "flips": (up + down).tolist(),  # reported labels that differ from row 0, per cell
+            "flips_0_to_1": up.tolist(),
+            "flips_1_to_0": down.tolist(),
             "metrics": metrics,
             "seconds": {"coalition": t1 - t0, "collection": t2 - t1, "training": t3 - t2, "round": t3 - t0},
             "wave_seconds": log.seconds,
@@ -209,6 +230,19 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
     results["seconds"] = time.perf_counter() - t_start
     _write_json(settings.run_dir / "results.json", results)
     return results
+
+
+def _declared_users(joined: dict) -> dict:
+    """``n_users`` each node declared in its join reply (malformed declarations are ignored)."""
+    out = {}
+    for node_id, reply in joined.items():
+        try:
+            n = reply.content["node"]["n_users"]
+        except Exception:
+            continue
+        if isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0:
+            out[node_id] = int(n)
+    return out
 
 
 def _prewarm(n_jobs: int) -> None:

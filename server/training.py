@@ -90,11 +90,15 @@ def train_cells(
     warm: bool = True,
     executor=None,
     on_fit: Callable[[int], None] | None = None,
+    as_labels: bool = False,
 ) -> tuple[dict, list[dict]]:
     """The firm trained on the labels ``y`` and on each cell's reported labels.
 
     ``cells`` are ``(chain, flips)`` pairs: the reported labels are ``y`` with
-    the flipped users set to 1. Each distinct label vector is trained once;
+    the flipped users set to 1 (the engine). With ``as_labels`` they are
+    ``(chain, labels)`` pairs: the labels are trained exactly as given, changes
+    from ``y`` in either direction (the firm, which trains on what was
+    reported). Each distinct label vector is trained once;
     cells of the same ``chain`` (the engine uses (method, alpha)) are trained
     in increasing order of flips, each warm-started from the previous one.
     Independent chains go to ``executor.map(fn, tasks)`` (any object whose
@@ -109,14 +113,22 @@ def train_cells(
         on_fit(1)
     zero = _labels_key(np.zeros(len(y), dtype=bool))
     keys, chains, seen = [], {}, {zero}
-    for group, flips in cells:
-        key = _labels_key(flips)
+    for group, change in cells:
+        # The label vector and what differs from y (its key and its place in the chain).
+        if as_labels:
+            reported = np.asarray(change).astype(np.int8)
+            changed = reported != np.asarray(y)
+        else:
+            reported, changed = None, np.asarray(change, dtype=bool)
+        key = _labels_key(changed)
         keys.append(key)
         if key not in seen:
             seen.add(key)
-            chains.setdefault(group, []).append((int(np.count_nonzero(flips)), key, flips))
+            chains.setdefault(group, []).append((int(np.count_nonzero(changed)), key, change if reported is None
+                                                 else reported))
     chain_list = [sorted(chain, key=lambda t: t[0]) for chain in chains.values()]
-    tasks = [(base, X, [relabel(y, flips) for _, _, flips in chain], test, warm) for chain in chain_list]
+    as_vector = (lambda v: v) if as_labels else (lambda flips: relabel(y, flips))
+    tasks = [(base, X, [as_vector(v) for _, _, v in chain], test, warm) for chain in chain_list]
     outputs = executor.map(_fit_chain, tasks) if executor is not None else (_fit_chain(*t) for t in tasks)
     results = {zero: base_metrics}
     for chain, metrics_list in zip(chain_list, outputs):

@@ -53,6 +53,8 @@ class Wire:
     timeout: float
     window: int = 0
     log: WaveLog = field(default_factory=WaveLog)
+    keep: tuple = ()  # message types whose good replies are also kept in ``kept``
+    kept: dict = field(default_factory=dict)
 
     def wave(self, contents: dict[int, RecordDict], message_type: str) -> dict[int, Message]:
         """Send one message per node and keep the good replies, by node id."""
@@ -77,6 +79,8 @@ class Wire:
             else:
                 ok[node_id] = reply
         self.log.add(message_type, len(msgs), len(ok), errors, time.perf_counter() - t0)
+        if message_type in self.keep:
+            self.kept.setdefault(message_type, {}).update(ok)
         return ok
 
 

@@ -1,9 +1,9 @@
-"""The firm's intake: malformed, non-finite, non-binary, unknown and duplicated reports are rejected."""
+"""The firm's intake: malformed, non-finite, non-binary, unknown, out-of-schema, duplicated and stolen reports are rejected."""
 
 import numpy as np
 import pytest
 
-from server.reports import REASONS, assemble, check_report, validate_reports
+from server.reports import REASONS, Registry, Schema, assemble, check_report, decode_report, max_elements, validate_reports
 
 
 def report(ids, *, d=3, rows=2, rng=None):
@@ -38,13 +38,30 @@ def test_a_good_report_passes():
         (lambda r: r.update(a=np.array([0, 1, 3], dtype=np.int8)), "sensitive"),
         (lambda r: r.update(user_ids=np.array([1, 2, 99])), "unknown-user"),
         (lambda r: r.update(user_ids=np.array([1, 2, 2])), "duplicate-user"),
+        (lambda r: r.update(X=r["X"] + 1j), "dtype"),
+        (lambda r: r.update(X=r["X"].astype(str)), "dtype"),
+        (lambda r: r.update(labels=r["labels"].astype(str)), "dtype"),
+        (lambda r: r.update(a=r["a"].astype(object)), "dtype"),
+        (lambda r: r["X"].__setitem__((0, 1), 1e300), "schema"),
     ],
 )
 def test_each_defect_is_named(change, reason):
     r = report([1, 2, 3])
     change(r)
-    assert check(r, known=np.arange(10)) == reason
+    assert check_report(r, n_features=3, n_label_rows=2, known_ids=np.arange(10), schema=SCHEMA) == reason
     assert reason in REASONS
+
+
+SCHEMA = Schema.from_test_set(np.random.default_rng(5).normal(size=(50, 3)))
+
+
+def test_schema_is_the_test_sets_ranges_widened_ten_spans():
+    X_test = np.array([[0.0, -2.0], [1.0, 3.0]])  # a one-hot column and a numeric one
+    s = Schema.from_test_set(X_test)
+    np.testing.assert_array_equal(s.lo, [-10.0, -52.0])
+    np.testing.assert_array_equal(s.hi, [11.0, 53.0])
+    assert s.accepts(np.array([[11.0, -52.0]])) and not s.accepts(np.array([[0.0, 53.5]]))
+    assert check_report(report([1, 2, 3]), n_features=3, n_label_rows=2, schema=SCHEMA) is None
 
 
 def test_float_labels_exactly_zero_or_one_are_accepted():
@@ -90,5 +107,55 @@ def test_assemble_follows_the_customer_list_or_the_ids():
         np.testing.assert_array_equal(want["a"], np.array(ids) % 2)
         for key in ("user_ids", "X", "a", "labels"):
             np.testing.assert_array_equal(table[key], want[key], err_msg=key)
-    with pytest.raises(ValueError, match="nothing to train on"):
-        assemble([])
+    assert assemble([]) is None  # nothing accepted: the round goes on without training
+
+
+def _content(**arrays):
+    from flwr.app import RecordDict
+
+    from agents.protocol import record_of
+
+    return RecordDict({"report": record_of(**arrays)})
+
+
+def test_decode_report_names_every_malformed_record():
+    from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+    limit = max_elements(3, n_features=3, n_label_rows=2)
+    assert limit == 3 * (3 + 2 + 2) + 1024
+    good = report([1, 2, 3])
+    arrays, reason = decode_report(_content(**good), limit=limit)
+    assert reason is None and set(arrays) == set(good)
+    assert decode_report(RecordDict(), limit=limit) == (None, "no-report")
+    as_config = RecordDict({"report": ConfigRecord({"user_ids": [1, 2, 3], "X": [0.0] * 9})})
+    assert decode_report(as_config, limit=limit) == (None, "record-type")
+    assert decode_report(_content(**{**good, "junk": np.zeros(2)}), limit=limit) == (None, "extra-array")
+    assert decode_report(_content(X=good["X"]), limit=limit) == (None, "missing")
+    big = {**good, "X": np.zeros((3, 400))}  # the right names, too many elements
+    assert decode_report(_content(**big), limit=limit) == (None, "size")
+    # An object array (pickled bytes) is never unpickled.
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([1, "x", None], dtype=object), allow_pickle=True)
+    record = ArrayRecord({k: Array(v) for k, v in good.items()})
+    record["a"] = Array(dtype="object", shape=(3,), stype="numpy.ndarray", data=buf.getvalue())
+    assert decode_report(RecordDict({"report": record}), limit=limit) == (None, "dtype")
+
+
+def test_owners_keep_their_users_and_claimants_are_rejected():
+    known, reg = np.arange(20), Registry()
+    first = validate_reports([(10, report([1, 2])), (11, report([3, 4]))], n_features=3, n_label_rows=2,
+                             known_ids=known, registry=reg)
+    assert [n for n, _ in first.accepted] == [10, 11] and reg.owner == {1: 10, 2: 10, 3: 11, 4: 11}
+    # Later: node 12 claims node 10's user; node 11 adds a user nobody owns (a dead node's);
+    # node 10 is accepted whatever the order.
+    for order in ([(12, report([2, 9])), (10, report([1, 2])), (11, report([3, 4, 5]))],
+                  [(11, report([3, 4, 5])), (10, report([1, 2])), (12, report([2, 9]))]):
+        later = validate_reports(order, n_features=3, n_label_rows=2, known_ids=known, registry=reg)
+        assert [n for n, _ in later.accepted] == [10]
+        assert later.rejected_nodes == {12: "not-owner", 11: "not-owner"}
+    assert reg.owner == {1: 10, 2: 10, 3: 11, 4: 11}  # no claim changed an owner
+    reg.declared[13] = 1  # node 13 declared one user at sign-up
+    more = validate_reports([(13, report([7, 8]))], n_features=3, n_label_rows=2, known_ids=known, registry=reg)
+    assert more.rejected_nodes == {13: "user-count"} and 7 not in reg.owner
