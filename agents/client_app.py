@@ -11,9 +11,11 @@ coordinator, user half on every other node), scorers from
 :mod:`agents.knowledge`. Message types (the ServerApp relays the coalition's
 ``query.*`` messages unread; see docs/federated.md):
 
-* ``query.join``        users -> coordinator: membership tickets of minority users.
-* ``query.coordinate``  coordinator: membership cutoffs + the majority knowledge, then thresholds.
-* ``query.scores``      users -> coordinator: (member ticket, tie ticket, scores) of
+* ``query.join``        users -> coordinator: (user id, membership ticket) of minority users.
+* ``query.coordinate``  coordinator: membership cutoffs + the majority knowledge, then thresholds;
+                        it recomputes every ticket from (key, user id) and drops, counted by
+                        reason, what it cannot verify (see ``DROP_REASONS``).
+* ``query.scores``      users -> coordinator: (user id, member ticket, tie ticket, scores) of
                         members with y = 0, scored locally from the knowledge.
 * ``train.report``      users -> firm: the reports (x, a, reported y), one reported
                         label row per cell of the grid (row 0: nobody relabels).
@@ -30,6 +32,7 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from . import rule
+from .decision import user_tickets
 from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
 from .node import CoordinatorData, NodeData, load_node_file
 from .protocol import (
@@ -44,7 +47,7 @@ from .protocol import (
     record_of,
 )
 
-__all__ = ["app", "node_file_path", "reported_labels"]
+__all__ = ["DROP_REASONS", "app", "node_file_path", "reported_labels"]
 
 app = ClientApp()
 
@@ -99,32 +102,140 @@ def _round(msg: Message) -> int:
 
 @app.query("join")
 def join(msg: Message, context: Context) -> Message:
-    """Minority users join the collective by sending their membership tickets."""
+    """Minority users join the collective by sending their ids and membership tickets.
+
+    The coordinator answers with its role and its identity token (the relay
+    checks it against the digest users hold); user nodes name the digest they
+    hold and how many users they have (the bound on what they may claim)."""
     node = _node(context)
     if isinstance(node, CoordinatorData):
-        return _reply(msg, node=ConfigRecord({"role": ROLE_COORDINATOR, "n_users": 0}))
+        return _reply(msg, node=ConfigRecord({"role": ROLE_COORDINATOR, "n_users": 0, "token": node.token}))
     minority = node.a == 1
     return _reply(
         msg,
-        node=ConfigRecord({"role": ROLE_USERS, "n_users": int(node.user_ids.size)}),
-        join=record_of(member_tickets=node.member_tickets[minority]),
+        node=ConfigRecord({"role": ROLE_USERS, "n_users": int(node.user_ids.size),
+                           "coordinator": node.coordinator_digest}),
+        join=record_of(user_ids=node.user_ids[minority], member_tickets=node.member_tickets[minority]),
     )
+
+
+# ------------------------------------------------------------------ the coordinator's checks
+
+# Why the coordinator drops a member's entry (counted in its public summary):
+DROP_REASONS = (
+    "malformed",  # a whole payload: missing arrays, wrong shapes, ids not non-negative integers
+    "unregistered",  # entries from a node that did not register (join) / whose join was dropped
+    "ticket",  # a ticket that is not the one recomputed from (key, user id)
+    "non-finite",  # a candidate with a NaN or infinite score
+    "not-joined",  # a candidate this node did not sign up at join
+    "duplicate",  # a user id already claimed (by an earlier node in node-id order, or twice)
+    "over-claim",  # more entries than the users the node registered
+)
+
+
+def _payloads(content: RecordDict) -> list[tuple[str, object]]:
+    """The members' records ``member-<node>``, in node-id order (the order of "first claimant")."""
+    named = [(name[len("member-"):], rec) for name, rec in content.array_records.items() if name.startswith("member-")]
+    return sorted(named, key=lambda kv: (0, int(kv[0]), "") if kv[0].isdigit() else (1, 0, kv[0]))
+
+
+def _ids_ok(ids) -> bool:
+    return isinstance(ids, np.ndarray) and ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer) and \
+        (ids.size == 0 or int(ids.min()) >= 0)
+
+
+def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, fields: tuple, n_methods: int = 0,
+            allowed: dict | None = None) -> dict[str, dict]:
+    """Every member entry the coordinator can verify, per node: tickets recomputed from
+    (key, user id), finite scores, ids claimed once (first claimant), at most the node's
+    registered users, and (scores) only ids the node signed up at join."""
+    keys = {"member_tickets": node.membership_key, "tie_tickets": node.tie_key}
+    seen: set = set()
+    out = {}
+    for name, record in payloads:
+        try:
+            arrays = arrays_of(record)
+        except Exception:  # noqa: BLE001 - an undecodable record is a malformed payload
+            drops["malformed"] += 1
+            continue
+        ids = arrays.get("user_ids")
+        if not _ids_ok(ids) or any(
+                f not in arrays or arrays[f].shape != ids.shape or not np.issubdtype(arrays[f].dtype, np.floating)
+                for f in fields) or (n_methods and (
+                "scores" not in arrays or arrays["scores"].shape != (n_methods, ids.size)
+                or not np.issubdtype(arrays["scores"].dtype, np.number) or np.iscomplexobj(arrays["scores"]))):
+            drops["malformed"] += 1
+            continue
+        if name not in bounds:
+            drops["unregistered"] += int(ids.size)
+            continue
+        keep = np.ones(ids.size, dtype=bool)
+        for f in fields:  # recompute every ticket (tickets are a pure function of key and id)
+            if keys[f] is not None:
+                keep &= arrays[f] == user_tickets(ids, keys[f])
+        drops["ticket"] += int(np.count_nonzero(~keep))
+        if n_methods:
+            finite = np.isfinite(arrays["scores"]).all(axis=0)
+            drops["non-finite"] += int(np.count_nonzero(keep & ~finite))
+            keep &= finite
+        if allowed is not None:
+            joined = np.isin(ids, allowed.get(name, np.empty(0, dtype=np.int64)))
+            drops["not-joined"] += int(np.count_nonzero(keep & ~joined))
+            keep &= joined
+        first = np.zeros(ids.size, dtype=bool)
+        first[np.unique(ids, return_index=True)[1]] = True
+        fresh = first & np.fromiter((int(i) not in seen for i in ids), dtype=bool, count=ids.size)
+        drops["duplicate"] += int(np.count_nonzero(keep & ~fresh))
+        keep &= fresh
+        over = np.flatnonzero(keep)[int(bounds[name]):]
+        drops["over-claim"] += int(over.size)
+        keep[over] = False
+        seen.update(int(i) for i in ids[keep])
+        out[name] = {k: (v[:, keep] if k == "scores" else v[keep]) for k, v in arrays.items()
+                     if k in ("user_ids", "scores", *fields)}
+    return out
+
+
+def _bounds(content: RecordDict) -> dict[str, int]:
+    """Users each node registered (its join reply's ``n_users``), as the relay forwards them."""
+    if "registered" not in content:
+        return {}
+    out = {}
+    for name, value in content["registered"].items():
+        try:
+            out[str(name)] = max(0, int(value))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _drop_arrays(stage: str, drops: dict) -> dict[str, np.ndarray]:
+    return {f"dropped:{stage}:{reason}": np.array([n], dtype=np.int64) for reason, n in drops.items() if n}
 
 
 @app.query("coordinate")
 def coordinate(msg: Message, context: Context) -> Message:
-    """The coordinator: cutoffs and the majority knowledge, then the thresholds of every cell."""
+    """The coordinator: cutoffs and the majority knowledge, then the thresholds of every cell.
+
+    Before using them it verifies what members send (:func:`_screen`) and counts
+    every dropped entry by reason in its public summary."""
     node = _node(context)
     if not isinstance(node, CoordinatorData):
         raise ValueError("query.coordinate reached a node that is not the coordinator")
     stage = str(msg.content["stage"]["stage"])
-    payloads = [arrays_of(rec) for name, rec in msg.content.array_records.items() if name.startswith("member-")]
+    payloads = _payloads(msg.content)
     grid = node.grid
     if stage == STAGE_CUTOFFS:
-        tickets = np.concatenate([p["member_tickets"] for p in payloads]) if payloads else np.empty(0)
+        drops = dict.fromkeys(DROP_REASONS, 0)
+        bounds = _bounds(msg.content)
+        joined = _screen(node, payloads, bounds, drops, fields=("member_tickets",))
+        tickets = np.concatenate([p["member_tickets"] for p in joined.values()]) if joined else np.empty(0)
         cutoffs, n_members = rule.membership_cutoffs(tickets, grid.alphas)
         # The coordinator's own memory between its two stages.
         context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]))
+        context.state["coordinator-joined"] = record_of(**{f"ids-{n}": p["user_ids"] for n, p in joined.items()},
+                                                        **{f"bound-{n}": np.array([b]) for n, b in bounds.items()},
+                                                        **_drop_arrays("join", drops))
         knowledge = _cached(
             _SCORERS, ("knowledge", *_file_key(context)),
             lambda: knowledge_from_reference(grid.methods, node.X_ref, node.y_ref, params=node.params), _SCORER_CACHE_SIZE,
@@ -135,10 +246,16 @@ def coordinate(msg: Message, context: Context) -> Message:
         if "coordinator" not in context.state:
             raise ValueError("query.coordinate thresholds before the members joined (no cutoffs yet)")
         memory = arrays_of(context.state["coordinator"])
+        signed = arrays_of(context.state["coordinator-joined"]) if "coordinator-joined" in context.state else {}
         if stage == STAGE_THRESHOLDS:
-            cat = lambda key, shape: np.concatenate([p[key] for p in payloads], axis=-1) if payloads else np.empty(shape)
+            drops = dict.fromkeys(DROP_REASONS, 0)
+            allowed = {k[len("ids-"):]: v for k, v in signed.items() if k.startswith("ids-")}
+            bounds = {k[len("bound-"):]: int(v[0]) for k, v in signed.items() if k.startswith("bound-")}
+            screened = _screen(node, payloads, bounds, drops, fields=("member_tickets", "tie_tickets"),
+                               n_methods=len(grid.methods), allowed=allowed).values()
+            cat = lambda key, shape: np.concatenate([p[key] for p in screened], axis=-1) if screened else np.empty(shape)
             cands = dict(member_tickets=cat("member_tickets", 0), tie_tickets=cat("tie_tickets", 0),
-                         scores=cat("scores", (len(grid.methods), 0)))
+                         scores=cat("scores", (len(grid.methods), 0)), **_drop_arrays("scores", drops))
             # Scores depend only on each member's x and the knowledge: while it is
             # unchanged, later rounds reuse them instead of asking everyone again.
             context.state["coordinator-candidates"] = record_of(**cands)
@@ -148,8 +265,9 @@ def coordinate(msg: Message, context: Context) -> Message:
             raise ValueError("query.coordinate repeat before any member sent scores")
         signal = rule.publish(grid, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
                               cands["tie_tickets"], cands["scores"])
+        dropped = {k: v for k, v in (*signed.items(), *cands.items()) if k.startswith("dropped:")}
         return _reply(msg, thresholds=record_of(**signal.decision_arrays()), plan=ConfigRecord(grid.to_config()),
-                      summary=record_of(**signal.summary_arrays()))
+                      summary=record_of(**signal.summary_arrays(), **dropped))
     raise ValueError(f"unknown coordinator stage {stage!r}; allowed: {STAGE_CUTOFFS}, {STAGE_THRESHOLDS}, {STAGE_REPEAT}")
 
 
@@ -189,7 +307,8 @@ def scores(msg: Message, context: Context) -> Message:
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
     return _reply(
         msg,
-        candidates=record_of(member_tickets=node.member_tickets[cand], tie_tickets=node.tie_tickets[cand], scores=out),
+        candidates=record_of(user_ids=node.user_ids[cand], member_tickets=node.member_tickets[cand],
+                             tie_tickets=node.tie_tickets[cand], scores=out),
     )
 
 

@@ -2,22 +2,31 @@
 
 A node is one user on a device, or a shard of K users in simulation; it knows
 only its users' ``(user id, x, a, y)`` and the collective's two ticket keys.
-One node per run is the coalition's coordinator instead: it holds the grid and
-the majority reference rows the collective may see. Both are ``.npz`` files
-read without pickle.
+One node per run is the coalition's coordinator instead: it holds the grid,
+the majority reference rows the collective may see, the two ticket keys (so it
+can recompute every ticket members send) and its identity token; users' files
+carry the token's SHA-256 digest, the coordinator's public identity. Both are
+``.npz`` files read without pickle.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .decision import user_tickets
-from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid
+from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid, token_digest
 
-__all__ = ["CoordinatorData", "NodeData", "load_node_file", "write_coordinator_file", "write_users_file"]
+__all__ = ["CoordinatorData", "NodeData", "load_node_file", "new_coordinator_token", "token_digest",
+           "write_coordinator_file", "write_users_file"]
+
+
+def new_coordinator_token() -> str:
+    """A fresh secret identity for a run's coordinator: 32 random bytes, hex."""
+    return secrets.token_hex(32)
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class NodeData:
     membership_key: int
     tie_key: int
     cf_proba: np.ndarray | None = None  # synthetic data only (oracle method)
+    coordinator_digest: str = ""  # SHA-256 of the coordinator's token ("" : unknown)
 
     @property
     def member_tickets(self) -> np.ndarray:
@@ -50,9 +60,13 @@ class CoordinatorData:
     params: dict  # method -> {name: number}
     X_ref: np.ndarray
     y_ref: np.ndarray
+    membership_key: int | None = None  # the ticket keys: tickets are recomputed from user ids
+    tie_key: int | None = None
+    token: str = ""  # the coordinator's secret identity ("" : none)
 
 
-def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_proba=None) -> Path:
+def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_proba=None,
+                     coordinator_digest: str = "") -> Path:
     arrays = dict(
         role=np.array(ROLE_USERS),
         user_ids=np.asarray(user_ids, dtype=np.int64),
@@ -63,13 +77,21 @@ def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_pro
     )
     if cf_proba is not None:
         arrays["cf_proba"] = np.asarray(cf_proba, dtype=np.float64)
+    if coordinator_digest:
+        arrays["coordinator_digest"] = np.array(str(coordinator_digest))
     return _write(path, arrays)
 
 
-def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref) -> Path:
+def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, membership_key=None, tie_key=None,
+                           token: str = "") -> Path:
     flat = {f"param:{method}:{name}": np.array(value) for method, values in params.items()
             for name, value in values.items()}
-    return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), **flat,
+    extra = {}
+    if membership_key is not None and tie_key is not None:
+        extra["keys"] = np.array([membership_key, tie_key], dtype=np.uint64)
+    if token:
+        extra["token"] = np.array(str(token))
+    return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), **flat, **extra,
                              X_ref=np.asarray(X_ref, dtype=np.float64), y_ref=np.asarray(y_ref).astype(np.int8)))
 
 
@@ -90,7 +112,10 @@ def load_node_file(path) -> NodeData | CoordinatorData:
                 if key.startswith("param:"):
                     _, method, name = key.split(":", 2)
                     params.setdefault(method, {})[name] = f[key].item()
-            return CoordinatorData(grid=CellGrid.from_arrays(f), params=params, X_ref=f["X_ref"], y_ref=f["y_ref"])
+            keys = [int(k) for k in f["keys"]] if "keys" in f.files else [None, None]
+            return CoordinatorData(grid=CellGrid.from_arrays(f), params=params, X_ref=f["X_ref"], y_ref=f["y_ref"],
+                                   membership_key=keys[0], tie_key=keys[1],
+                                   token=str(f["token"]) if "token" in f.files else "")
         if role != ROLE_USERS:
             raise ValueError(f"{path}: unknown node role {role!r}; allowed: {ROLE_USERS}, {ROLE_COORDINATOR}")
         keys = f["keys"]
@@ -98,4 +123,5 @@ def load_node_file(path) -> NodeData | CoordinatorData:
             user_ids=f["user_ids"], X=f["X"], a=f["a"], y=f["y"],
             membership_key=int(keys[0]), tie_key=int(keys[1]),
             cf_proba=f["cf_proba"] if "cf_proba" in f.files else None,
+            coordinator_digest=str(f["coordinator_digest"]) if "coordinator_digest" in f.files else "",
         )

@@ -38,6 +38,7 @@ __all__ = [
     "budget_count",
     "record_of",
     "relabel",
+    "token_digest",
 ]
 
 # Message types. The coalition's own (query.*) are relayed unread by the ServerApp;
@@ -51,6 +52,15 @@ REPORT = "train.report"  # users -> firm: (ids, x, a, reported labels)
 STAGE_CUTOFFS, STAGE_THRESHOLDS, STAGE_REPEAT = "cutoffs", "thresholds", "repeat"
 
 ROLE_USERS, ROLE_COORDINATOR = "users", "coordinator"
+
+
+def token_digest(token: str) -> str:
+    """The coordinator's public identity: the SHA-256 of its secret token, hex. Users'
+    node files carry it; the relay accepts the coordinator role only from the node whose
+    join reply presents the matching token."""
+    import hashlib
+
+    return hashlib.sha256(str(token).encode("utf-8")).hexdigest()
 
 
 def budget_count(budget, pool_size: int) -> int:

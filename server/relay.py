@@ -5,12 +5,24 @@ Flower has no peer-to-peer channel, so the ServerApp carries the coalition's
 its cutoffs and majority knowledge back to the users, their candidates' scores
 to the coordinator, and its thresholds out with the collection request. The
 relay copies these records without interpreting them; only the coordinator's
-public summary (members, pool, M, threshold) is kept for the experiment
-record. The firm's code never sees any of it.
+public summary (members, pool, M, threshold, entries it dropped by reason) is
+kept for the experiment record. The firm's code never sees any of it.
+
+What the relay does read is each node's ``node`` record of its join reply (role,
+number of users, the coordinator's identity): at most one node is the
+coordinator. User nodes' files carry the SHA-256 digest of the coordinator's
+secret token; a node claiming the role must present the token whose digest most
+user nodes name. Other claimants are impostors: counted, and treated as user
+nodes if they sent a join record. Without any digest (older node files) the role
+is accepted only if exactly one node claims it. The relay forwards each node's
+records under ``member-<node id>`` with the users each registered, so the
+coordinator can bound every node's claims.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections import Counter
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, RecordDict
@@ -27,6 +39,7 @@ from agents.protocol import (
     CellGrid,
     Signal,
     record_of,
+    token_digest,
 )
 
 from .waves import Wire, copy_content
@@ -44,29 +57,69 @@ class Coalition:
     coordinator: int | None = None
     knowledge: RecordDict | None = None
     scored: bool = False  # the coordinator holds the members' scores for this knowledge
+    registered: dict = field(default_factory=dict)  # node id -> users it registered at join
+    impostors: int = 0  # nodes that claimed the coordinator's role without its token
 
 
-def _forward(replies: dict, record: str, stage: str) -> RecordDict:
-    """One message to the coordinator carrying every member's record, unread."""
+def _forward(replies: dict, record: str, stage: str, registered: dict | None = None) -> RecordDict:
+    """One message to the coordinator carrying every member's record, unread, named by node id."""
     content = RecordDict({"stage": ConfigRecord({"stage": stage})})
-    for i, n in enumerate(sorted(replies)):
+    for n in sorted(replies):
         if record in replies[n].content:
-            content[f"member-{i}"] = replies[n].content[record]
+            content[f"member-{n}"] = replies[n].content[record]
+    if registered is not None:
+        content["registered"] = ConfigRecord({str(n): int(registered[n]) for n in sorted(registered)})
     return content
+
+
+def _field(reply, name: str, kind=str, default=None):
+    """One value of a join reply's ``node`` record, or ``default`` if missing or malformed."""
+    try:
+        return kind(reply.content["node"][name])
+    except (KeyError, TypeError, ValueError):
+        return default
+
+
+def _coordinator(joined: dict, roles: dict) -> tuple[list, int]:
+    """The genuine coordinator(s) among the claimants, and how many claimants are impostors.
+
+    The expected identity is the token digest most user nodes name (their files
+    carry it); a claimant is genuine iff the SHA-256 of the token it presents equals it.
+    """
+    claims = sorted(n for n, role in roles.items() if role == ROLE_COORDINATOR)
+    votes = Counter(d for n, role in roles.items() if role == ROLE_USERS
+                    for d in [_field(joined[n], "coordinator", default="")] if d)
+    if not votes:  # no identity to check against (older node files): exactly one claimant
+        return claims, 0
+    top = votes.most_common(2)
+    if len(top) > 1 and top[0][1] == top[1][1]:  # no majority identity: nobody is trusted
+        return [], len(claims)
+    expected = top[0][0]
+    genuine = [n for n in claims
+               if hmac.compare_digest(token_digest(_field(joined[n], "token", default="")), expected)]
+    return genuine, len(claims) - len(genuine)
 
 
 def sign_up(wire: Wire, nodes) -> Coalition:
     """First round: minority users join; the coordinator sizes the collective and
     publishes the majority knowledge."""
     joined = wire.wave({n: RecordDict() for n in nodes}, JOIN)
-    roles = {n: str(r.content["node"]["role"]) for n, r in joined.items() if "node" in r.content}
-    coalition = Coalition(users=sorted(n for n, role in roles.items() if role == ROLE_USERS))
-    coordinators = sorted(n for n, role in roles.items() if role == ROLE_COORDINATOR)
-    if len(coordinators) != 1:
-        wire.log.error_reasons.append(f"round {wire.round}: {len(coordinators)} coordinators answered; nobody relabels")
+    roles = {n: _field(r, "role") for n, r in joined.items()}
+    genuine, impostors = _coordinator(joined, roles)
+    # An impostor's claim is ignored: if it also sent its users' join record it stays a user node.
+    users = sorted(n for n, role in roles.items()
+                   if role == ROLE_USERS or (role == ROLE_COORDINATOR and n not in genuine and "join" in joined[n].content))
+    coalition = Coalition(users=users, impostors=impostors,
+                          registered={n: max(0, _field(joined[n], "n_users", int, 0)) for n in users})
+    if impostors:
+        wire.log.error_reasons.append(f"round {wire.round}: {impostors} node(s) claimed the coordinator's role "
+                                      "without its token; ignored")
+    if len(genuine) != 1:
+        wire.log.error_reasons.append(f"round {wire.round}: {len(genuine)} coordinators answered; nobody relabels")
         return coalition
-    coalition.coordinator = coordinators[0]
-    got = wire.wave({coalition.coordinator: _forward({n: joined[n] for n in coalition.users}, "join", STAGE_CUTOFFS)},
+    coalition.coordinator = genuine[0]
+    got = wire.wave({coalition.coordinator: _forward({n: joined[n] for n in coalition.users}, "join", STAGE_CUTOFFS,
+                                                     coalition.registered)},
                     COORDINATE)
     if coalition.coordinator in got:
         coalition.knowledge = copy_content(got[coalition.coordinator].content)
@@ -96,8 +149,23 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid) -> tuple[
         return _nobody_flips(grid), {}
     coalition.scored = True
     answer = got[coord].content
-    summary = {k: v.numpy().tolist() for k, v in answer["summary"].items()} if "summary" in answer else {}
+    summary = _summary(answer["summary"]) if "summary" in answer else {}
+    if coalition.impostors:
+        summary.setdefault("dropped", {})["relay"] = {"impostor": coalition.impostors}
     return copy_content(answer, skip=("summary",)), summary
+
+
+def _summary(record) -> dict:
+    """The coordinator's public summary as lists; its drop counts ``dropped:<stage>:<reason>``
+    become ``{"dropped": {stage: {reason: n}}}``."""
+    summary: dict = {}
+    for key, value in record.items():
+        if key.startswith("dropped:"):
+            _, stage, reason = key.split(":", 2)
+            summary.setdefault("dropped", {}).setdefault(stage, {})[reason] = int(value.numpy().ravel()[0])
+        else:
+            summary[key] = value.numpy().tolist()
+    return summary
 
 
 def _nobody_flips(grid: CellGrid) -> RecordDict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agents.node import write_coordinator_file, write_users_file
+from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
 from agents.protocol import CellGrid
 from server.server_app import write_firm_spec
 
@@ -54,19 +54,20 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     world = build_world(scenario, dataset, seed)
     p = world.prepared
     keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
+    token = new_coordinator_token()  # the coordinator's identity; users hold its digest
     n = world.user_ids.size
     files = []
     for i, start in enumerate(range(0, n, k)):
         rows = slice(start, min(start + k, n))
         files.append(write_users_file(
             run_dir / "nodes" / f"node-{i}.npz", user_ids=world.user_ids[rows], X=p.X_train[rows],
-            a=p.a_train[rows], y=p.y_train[rows], **keys,
+            a=p.a_train[rows], y=p.y_train[rows], **keys, coordinator_digest=token_digest(token),
             cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows],
         ))
     c = scenario.collective
     files.append(write_coordinator_file(
         run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
-        X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference],
+        X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference], **keys, token=token,
     ))
     write_firm_spec(
         run_dir, customer_ids=world.user_ids, X_test=p.X_test, a_test=p.a_test, y_test=p.y_test,

@@ -64,7 +64,8 @@ def files(world, tmp_path_factory):
         membership_key=world.membership_key, tie_key=world.tie_key, cf_proba=p.cf_proba_train[rows],
     )
     coord = write_coordinator_file(d / "coord.npz", grid=GRID, params=TOY.collective.scorer_params(),
-                                   X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference])
+                                   X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference],
+                                   membership_key=world.membership_key, tie_key=world.tie_key, token="secret")
     return users, coord
 
 
@@ -82,11 +83,14 @@ def test_join_sends_only_minority_membership_tickets(world, files):
     tickets = reply.content["join"]["member_tickets"].numpy()
     minority = world.prepared.a_train[:25] == 1
     np.testing.assert_array_equal(tickets, world.member_tickets[:25][minority])
-    assert reply.content["node"]["role"] == "users"
+    np.testing.assert_array_equal(reply.content["join"]["user_ids"].numpy(), world.user_ids[:25][minority])
+    assert reply.content["node"]["role"] == "users" and reply.content["node"]["n_users"] == 25
     assert set(reply.content.array_records) == {"join"}  # nothing else leaves the node
 
     reply = ca.app(_message("query.join", RecordDict()), _context(files[1]))
-    assert reply.content["node"]["role"] == "coordinator"
+    assert reply.content["node"]["role"] == "coordinator" and reply.content["node"]["token"] == "secret"
+    coord = load_node_file(files[1])
+    assert (coord.membership_key, coord.tie_key) == (world.membership_key, world.tie_key)
 
 
 def test_cutoffs_match_the_engine(world):
@@ -123,7 +127,8 @@ def test_full_protocol_on_one_node_gives_the_engine_flips(world, files):
     """join -> cutoffs -> scores -> thresholds -> report, each a real ClientApp call."""
     users_ctx, coord_ctx = _context(files[0]), _context(files[1])
     joined = ca.app(_message("query.join", RecordDict()), users_ctx)
-    ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"]})
+    ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"],
+                      "registered": ConfigRecord({"0": 25})})
     signal = ca.app(_message("query.coordinate", ask), coord_ctx)
     scored = ca.app(_message("query.scores", RecordDict(dict(signal.content))), users_ctx)
     ask = RecordDict({"stage": ConfigRecord({"stage": "thresholds"}), "member-0": scored.content["candidates"]})
@@ -197,7 +202,8 @@ def test_report_before_scores_is_refused(files):
 def test_scores_are_remembered_and_the_knowledge_is_asked_for_only_when_missing(files):
     users_ctx, coord_ctx = _context(files[0]), _context(files[1])
     joined = ca.app(_message("query.join", RecordDict()), users_ctx)
-    ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"]})
+    ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"],
+                      "registered": ConfigRecord({"0": 25})})
     signal = ca.app(_message("query.coordinate", ask), coord_ctx).content
     light = lambda: RecordDict({k: v for k, v in signal.items() if k != "knowledge"})
     fresh = _context(files[0])
