@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from agents.errors import DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
 from agents.protocol import CellGrid
 from server.server_app import write_firm_spec
@@ -82,6 +83,11 @@ def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = 
     config = config_columns(scenario, dataset, backend="flower")
     coalition = r["coalition"]
     metrics = r["metrics"]
+    if metrics is None:  # the firm accepted no report that round: nothing was trained
+        rejected = ", ".join(f"{n} {why}" for why, n in r["nodes"]["reports_rejected"].items()) or "none"
+        raise DataError(f"seed {seed}: round {r['round']} of the federation accepted no report (rejected: {rejected}; "
+                        f"{r.get('training', 'not trained')}); allowed: a round where at least one node's report "
+                        f"passes the firm's checks (see {results.get('run_dir', 'results.json')})")
     extra = {"round": r["round"], "reports_rejected": sum(r["nodes"]["reports_rejected"].values()),
              "nodes_failed": sum(v.get("errors", 0) + v.get("timeouts", 0) for v in r["messages"].values())}
     common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}

@@ -155,3 +155,25 @@ def test_round_lines_follow_results_json_as_it_grows(tmp_path):
     os.utime(path, ns=(0, path.stat().st_mtime_ns + 10**9))  # a new stamp even on a coarse clock
     watch.poll()
     assert len(lines) == 2 and lines[1].startswith("round 2/3")
+
+
+def test_a_round_without_any_accepted_report_is_one_clear_error_in_the_table(dataset, tmp_path):
+    from flwr.app import Message, RecordDict
+
+    from agents.errors import DataError
+    from agents.protocol import arrays_of, record_of
+
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=20)
+
+    def garbage_first_round(node_id, msg, reply):
+        if msg.metadata.message_type == "train.report" and int(msg.content["round"]["round"]) == 1:
+            arrays = arrays_of(reply.content["report"])
+            return Message(RecordDict({"report": record_of(**{**arrays, "labels": arrays["labels"] + 5})}),
+                           reply_to=msg)
+        return reply
+
+    results = run_in_process(files, rounds=2, tamper=garbage_first_round)
+    with pytest.raises(DataError, match=r"round 1 of the federation accepted no report \(rejected: 3 labels") as info:
+        results_frame(TOY, dataset, 0, results, round_=0)
+    assert "\n" not in str(info.value)
+    assert (results_frame(TOY, dataset, 0, results)["round"] == 2).all()  # the next round trained
