@@ -182,11 +182,13 @@ def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, field
             joined = np.isin(ids, allowed.get(name, np.empty(0, dtype=np.int64)))
             drops["not-joined"] += int(np.count_nonzero(keep & ~joined))
             keep &= joined
-        first = np.zeros(ids.size, dtype=bool)
-        first[np.unique(ids, return_index=True)[1]] = True
-        fresh = first & np.fromiter((int(i) not in seen for i in ids), dtype=bool, count=ids.size)
-        drops["duplicate"] += int(np.count_nonzero(keep & ~fresh))
-        keep &= fresh
+        # Once per user id: the first valid claim, in node-id order then payload order.
+        idx = np.flatnonzero(keep)
+        first = np.zeros(idx.size, dtype=bool)
+        first[np.unique(ids[idx], return_index=True)[1]] = True
+        fresh = first & np.fromiter((int(i) not in seen for i in ids[idx]), dtype=bool, count=idx.size)
+        drops["duplicate"] += int(np.count_nonzero(~fresh))
+        keep[idx[~fresh]] = False
         over = np.flatnonzero(keep)[int(bounds[name]):]
         drops["over-claim"] += int(over.size)
         keep[over] = False

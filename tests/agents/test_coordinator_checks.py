@@ -140,3 +140,17 @@ def test_candidates_are_checked_too(files):
                    coord).content
     again = arrays_of(reply["summary"])
     assert int(again["dropped:scores:non-finite"][0]) == 2 and np.array_equal(again["score"], summary["score"])
+
+
+def test_a_forged_claim_does_not_shadow_the_valid_one_that_follows(files):
+    joins = _joins(files)
+    name = next(k for k, (a, _) in joins.items() if a["user_ids"].size)
+    a, n = joins[name]
+    # The same id twice: first with a forged ticket, then with the right one.
+    joins[name] = (dict(user_ids=np.concatenate([a["user_ids"][:1], a["user_ids"]]),
+                        member_tickets=np.concatenate([[0.0], a["member_tickets"]])), n)
+    coord = _ctx(files.node_files[-1])
+    _cutoffs(coord, joins)
+    summary, dropped = _thresholds(coord, {})
+    assert dropped == {"join:ticket": 1}
+    assert summary["n_members"][-1] == sum(x["user_ids"].size for x, _ in _joins(files).values())
