@@ -95,8 +95,9 @@ def _coordinator(joined: dict, roles: dict) -> tuple[list, int]:
     if len(top) > 1 and top[0][1] == top[1][1]:  # no majority identity: nobody is trusted
         return [], len(claims)
     expected = top[0][0]
-    genuine = [n for n in claims
-               if hmac.compare_digest(token_digest(_field(joined[n], "token", default="")), expected)]
+    genuine = [n for n in claims  # bytes: compare_digest refuses non-ASCII str (a node chooses what it sends)
+               if hmac.compare_digest(token_digest(_field(joined[n], "token", default="")).encode(),
+                                      expected.encode("utf-8", "replace"))]
     return genuine, len(claims) - len(genuine)
 
 

@@ -187,6 +187,24 @@ def test_stolen_digest_vote_needs_a_majority(run):
     assert_same_outcome(got, honest) and "dropped" not in got["coalition"]
 
 
+def test_odd_identities_do_not_break_the_round(run):
+    """Non-ASCII or non-string identities from every user node: no coordinator, the round completes."""
+    files, _ = run
+
+    def tamper(nid, msg, reply):
+        if msg.metadata.message_type == "query.join" and "node" in reply.content:
+            node = dict(reply.content["node"])
+            if node.get("role") == "users":
+                node["coordinator"] = "é" * 64 if nid != 1000 else 12
+            else:
+                node["token"] = 12
+            reply.content["node"] = ConfigRecord(node)
+        return reply
+
+    got = run_in_process(files, tamper=tamper)["rounds"][0]
+    assert got["coalition"] == {} and sum(got["flips"]) == 0 and got["n_train"] == 60
+
+
 def test_without_identities_two_claimants_mean_nobody_relabels(run):
     """Older node files (no digest): the role is accepted only from a single claimant."""
     files, _ = run
