@@ -135,7 +135,7 @@ DROP_REASONS = (
 
 def _payloads(content: RecordDict) -> list[tuple[str, object]]:
     """The members' records ``member-<node>``, in node-id order (the order of "first claimant")."""
-    named = [(name[len("member-"):], rec) for name, rec in content.array_records.items() if name.startswith("member-")]
+    named = [(name[len("member-"):], rec) for name, rec in content.items() if name.startswith("member-")]
     return sorted(named, key=lambda kv: (0, int(kv[0]), "") if kv[0].isdigit() else (1, 0, kv[0]))
 
 

@@ -111,7 +111,7 @@ def sign_up(wire: Wire, nodes) -> Coalition:
     users = sorted(n for n, role in roles.items()
                    if role == ROLE_USERS or (role == ROLE_COORDINATOR and n not in genuine and "join" in joined[n].content))
     coalition = Coalition(users=users, impostors=impostors,
-                          registered={n: max(0, _field(joined[n], "n_users", int, 0)) for n in users})
+                          registered={n: min(max(0, _field(joined[n], "n_users", int, 0)), 2**62) for n in users})
     if impostors:
         wire.log.error_reasons.append(f"round {wire.round}: {impostors} node(s) claimed the coordinator's role "
                                       "without its token; ignored")

@@ -187,6 +187,20 @@ def test_stolen_digest_vote_needs_a_majority(run):
     assert_same_outcome(got, honest) and "dropped" not in got["coalition"]
 
 
+def test_odd_join_replies_are_counted_not_fatal(run):
+    """A huge user count and a join sent as the wrong record type: the round completes."""
+    files, honest = run
+    node_id, _ = _first(files, lambda n: bool(n.a[0] == 1 and n.y[0] == 1))  # a minority user, no candidate
+
+    def odd(content):
+        content["node"] = ConfigRecord({"role": "users", "n_users": 10**30, "coordinator": ""})
+        content["join"] = ConfigRecord({"user_ids": [1, 2]})
+
+    got = run_in_process(files, tamper=_hook(node_id, "query.join", odd))["rounds"][0]
+    assert got["coalition"]["dropped"] == {"join": {"malformed": 1}}
+    assert got["n_train"] == honest["n_train"] and sum(got["flips"]) > 0
+
+
 def test_odd_identities_do_not_break_the_round(run):
     """Non-ASCII or non-string identities from every user node: no coordinator, the round completes."""
     files, _ = run
