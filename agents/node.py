@@ -6,12 +6,15 @@ One node per run is the coalition's coordinator instead: it holds the grid,
 the majority reference rows the collective may see, the two ticket keys (so it
 can recompute every ticket members send) and its identity token; users' files
 carry the token's SHA-256 digest, the coordinator's public identity. Both are
-``.npz`` files read without pickle.
+``.npz`` files read without pickle, written readable by their owner only
+(mode 0600; a folder this module creates for them is 0700).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,10 +99,24 @@ def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, 
 
 
 def _write(path, arrays: dict) -> Path:
+    """Write ``arrays`` to ``path`` atomically, readable by the owner only (0600).
+
+    The data goes to a 0600 temporary file in the same folder, which then
+    replaces ``path``: nobody else can open it at any moment, and a reader never
+    sees half a file. A missing folder is created 0700.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -340,6 +340,7 @@ class FlowerConfig(_Section):
     num_cpus: int = 2
     ray_address: str = ""
     timeout: float = 600.0
+    keep_node_files: bool = False  # true: leave each seed's nodes/ folder (users' records) after its run
 
     def validate(self, where: str):
         for name in ("agents_per_node", "rounds", "num_cpus"):
@@ -351,6 +352,7 @@ class FlowerConfig(_Section):
                                           "\"auto\" or \"ray://host:10001\" (\"\": a local Ray)")
         if not _is_finite(self.timeout) or self.timeout <= 0:
             _fail(f"{where} timeout", f"{self.timeout!r} is not allowed; allowed: a finite number of seconds > 0")
+        _flag(f"{where} keep-node-files", self.keep_node_files)
 
 
 # Swept parameters that are probabilities or fractions (the others only need >= 0).

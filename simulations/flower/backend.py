@@ -18,7 +18,7 @@ from server.firm import make_estimator
 from ..engine import count_fits, load_data, pilot_columns
 from ..executors import make_executor
 from ..state import initial_state
-from .files import prepare_run, results_frame
+from .files import node_files_removed, prepare_run, results_frame
 from .session import close_sessions, session_for
 
 __all__ = ["BACKEND", "close_sessions", "run_seed"]
@@ -33,7 +33,11 @@ def run_seed(scenario, seed: int, *, dataset=None, on_fit=None, workdir=None, se
     run_dir = session.workdir / "runs" / f"{_safe(scenario.name)}-seed{seed}-{uuid.uuid4().hex[:8]}"
     files = prepare_run(scenario, seed, run_dir, dataset=dataset)
     on_round = (lambda line: _say(f"flower seed {seed} {line}")) if progress else None
-    results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout, on_round=on_round)
+    # The node files (users' records, the coordinator's token) go when the run ends, also when it
+    # fails, unless [flower] keep-node-files.
+    with node_files_removed(files, keep=scenario.flower.keep_node_files):
+        results = session.run(files, rounds=scenario.flower.rounds, timeout=scenario.flower.timeout,
+                              on_round=on_round)
     frame = results_frame(scenario, dataset, seed, results)
     if scenario.collective.validation:
         # The collective's pilot is its own offline study, not part of the federation:

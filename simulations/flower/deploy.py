@@ -7,7 +7,10 @@ coordinator. The same Flower app as the simulation runs against them with
 only acceptable on loopback; docs/federated.md shows the TLS flags for real
 devices. ``collective-fairness-deploy`` (:func:`main`) runs one seed this way
 and prints the same table as the other backends; ``--print-commands`` only
-prints the shell commands.
+prints the shell commands. The node files (users' records, the coordinator's
+token) are written 0600 and removed after the run, also when it fails, unless
+``--keep-node-files``; with ``--print-commands`` they stay (the user starts the
+nodes) and the last printed line removes them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
 from ..cli import ArgumentParser, int_argument
 
-from .files import RoundWatch, RunFiles, prepare_run, results_frame
+from .files import RoundWatch, RunFiles, node_files_removed, prepare_run, results_frame
 from .processes import (
     FlwrProcesses,
     app_pyproject,
@@ -145,15 +148,20 @@ class Deployment(FlwrProcesses):
 
 
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
-                dataset=None, timeout: float | None = None, on_round=None) -> tuple[pd.DataFrame, dict]:
-    """Run one seed on a local deployment; returns the engine's rows and the raw results."""
+                dataset=None, timeout: float | None = None, on_round=None,
+                keep_node_files: bool | None = None) -> tuple[pd.DataFrame, dict]:
+    """Run one seed on a local deployment; returns the engine's rows and the raw results.
+
+    The node files are removed when the run ends (also when it fails) unless ``keep_node_files``
+    (default: ``[flower] keep-node-files``)."""
     from ..engine import load_data
 
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     workdir = Path(workdir).resolve()
     files = prepare_run(scenario, seed, results_path_of(workdir, seed).parent, dataset=dataset,
                         agents_per_node=agents_per_node)
-    with Deployment(files, workdir) as dep:
+    keep = scenario.flower.keep_node_files if keep_node_files is None else bool(keep_node_files)
+    with node_files_removed(files, keep=keep), Deployment(files, workdir) as dep:  # nodes stop, then files go
         results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
                           on_round=on_round)
     return results_frame(scenario, dataset, seed, results), results
@@ -176,7 +184,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int_argument, help="rounds (default: [flower] rounds)")
     p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
     p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
-    p.add_argument("--print-commands", action="store_true", help="write the node files, print the commands, exit")
+    p.add_argument("--print-commands", action="store_true",
+                   help="write the node files, print the commands, exit (the node files stay)")
+    p.add_argument("--keep-node-files", action="store_true",
+                   help="keep the node files (users' records, mode 0600) after the run (default: remove them, "
+                        "unless [flower] keep-node-files)")
     return p
 
 
@@ -229,10 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                                        "expected-nodes": files.n_nodes})
             print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
             print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
+            print("# the node files hold users' records: remove them when the run is over")
+            print(f"rm -r {shell_quote([str(files.node_data_dir)])}")
             return 0
         print(f"starting a SuperLink and SuperNodes on 127.0.0.1 (logs: {args.workdir}/logs)", flush=True)
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
-                                     rounds=args.rounds, on_round=lambda line: print(line, flush=True))
+                                     rounds=args.rounds, on_round=lambda line: print(line, flush=True),
+                                     keep_node_files=args.keep_node_files or scenario.flower.keep_node_files)
     except CollectiveFairnessError as exc:
         print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)
         return 2
@@ -244,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
           + (f", lowest EqOd {best['eqod']:.3f} ({best['method']}, alpha {best['alpha']:g}, budget {best['budget']:g}, "
              f"{int(best['flips'])} flips)" if best is not None else ""))
     print(f"results: {Path(results_path_of(args.workdir, seed))} (every round, message counts, rejections, metrics)")
+    nodes = Path(results_path_of(args.workdir, seed)).parent / "nodes"
+    print(f"node files: kept in {nodes} (users' records: remove them when done)" if nodes.exists()
+          else "node files: removed")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False)

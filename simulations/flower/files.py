@@ -5,10 +5,19 @@ writes one file per node (K = ``agents-per-node`` users each, in the engine's
 user order) plus the coordinator's file and the firm's file. The ServerApp
 writes ``results.json``; :func:`results_frame` turns it into the engine's tidy
 rows (``backend = "flower"``), so both backends give the same table.
+
+Node files hold users' records, the coordinator's secret token and the
+collective's keys; the firm's file holds its test set. All are written
+readable by their owner only (files 0600, the ``nodes/`` folder 0700), and
+:func:`remove_node_files` / :func:`node_files_removed` delete ``nodes/`` after
+a run unless it is kept.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +33,8 @@ from ..engine import load_data
 from ..rows import BASE, cell_columns, config_columns, method_columns
 from ..state import build_world
 
-__all__ = ["RoundWatch", "RunFiles", "prepare_run", "results_frame", "round_line"]
+__all__ = ["RoundWatch", "RunFiles", "node_files_removed", "prepare_run", "remove_node_files", "results_frame",
+           "round_line"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,16 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     k = int(agents_per_node or scenario.flower.agents_per_node)
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     world = build_world(scenario, dataset, seed)
+    _private_dir(run_dir, chmod=False)  # a folder we create is 0700; one given to us is left as it is
+    _private_dir(run_dir / "nodes", chmod=True)
+    try:
+        return _write_run(scenario, run_dir, world, k)
+    except BaseException:  # no half-written set of users' records is left behind
+        remove_node_files(RunFiles(run_dir, ()))
+        raise
+
+
+def _write_run(scenario, run_dir: Path, world, k: int) -> RunFiles:
     p = world.prepared
     keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
     token = new_coordinator_token()  # the coordinator's identity; users hold its digest
@@ -70,11 +90,43 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
         run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
         X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference], **keys, token=token,
     ))
+    firm = run_dir / "firm.npz"  # the firm's test set: created 0600 before write_firm_spec fills it
+    fd = os.open(firm, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
     write_firm_spec(
         run_dir, customer_ids=world.user_ids, X_test=p.X_test, a_test=p.a_test, y_test=p.y_test,
         firm_seed=world.firm_seed, scenario=scenario.to_dict(), X_test_cf=p.X_test_cf,
     )
     return RunFiles(run_dir, tuple(files))
+
+
+def _private_dir(path: Path, *, chmod: bool) -> None:
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        chmod = True  # the mode given to mkdir is masked by the umask
+    if chmod:
+        os.chmod(path, 0o700)
+
+
+def remove_node_files(files: RunFiles) -> None:
+    """Delete a run's node files (its ``nodes/`` folder); the firm's files and results stay."""
+    shutil.rmtree(files.node_data_dir, ignore_errors=True)
+    for path in files.node_files:  # files written elsewhere than nodes/ (none today)
+        Path(path).unlink(missing_ok=True)
+
+
+@contextmanager
+def node_files_removed(files: RunFiles, *, keep: bool = False):
+    """``with node_files_removed(files): run(files)``: the node files are gone afterwards,
+    also when the run fails, unless ``keep``."""
+    try:
+        yield files
+    finally:
+        if not keep:
+            remove_node_files(files)
 
 
 def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = -1) -> pd.DataFrame:
