@@ -55,6 +55,7 @@ RUN_CONFIG = {
     "expected-nodes": 0,  # 0: take whatever is connected after node-wait
     "node-wait": 120.0,
     "round-timeout": 600.0,  # seconds per message wave
+    "node-timeout": 30.0,  # seconds a node has to answer one message (0: the wave's timeout)
     "max-in-flight": 0,  # messages in flight per wave (0: all)
 }
 
@@ -66,6 +67,7 @@ class RunSettings:
     expected_nodes: int = RUN_CONFIG["expected-nodes"]
     node_wait: float = RUN_CONFIG["node-wait"]
     timeout: float = RUN_CONFIG["round-timeout"]
+    node_timeout: float = RUN_CONFIG["node-timeout"]
     window: int = RUN_CONFIG["max-in-flight"]
 
     @classmethod
@@ -75,6 +77,7 @@ class RunSettings:
             raise ValueError("run config 'run-dir' is empty: it must name the folder with firm.npz and scenario.json")
         return cls(run_dir=Path(str(cfg["run-dir"])), rounds=int(cfg["rounds"]), expected_nodes=int(cfg["expected-nodes"]),
                    node_wait=float(cfg["node-wait"]), timeout=float(cfg["round-timeout"]),
+                   node_timeout=float(cfg["node-timeout"]),
                    window=int(cfg["max-in-flight"]))
 
 
@@ -181,7 +184,7 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
     table, coalition, registry, schema = None, None, Registry(), spec.schema
     for round_ in range(1, settings.rounds + 1):
         t0 = time.perf_counter()
-        wire = Wire(grid, round_, settings.timeout, settings.window, keep=(JOIN,))
+        wire = Wire(grid, round_, settings.timeout, settings.window, keep=(JOIN,), node_timeout=settings.node_timeout)
         log = wire.log
         if coalition is None:
             coalition = sign_up(wire, nodes)

@@ -5,6 +5,20 @@ The relay and the firm's intake both talk to nodes in waves: a
 replies by node id and logs how many were sent, answered, errored or timed
 out. Also here: waiting for nodes to connect, and a simulation-only fix for
 Flower's in-memory message store (:func:`skip_empty_inbox_scans`).
+
+A dead node costs seconds, not the wave's timeout. During a wave each
+message has its own deadline (``node_timeout`` seconds after it is pushed,
+never past the wave's), and the grid's node list is read about once a
+second: Flower's ``Grid.get_node_ids()`` lists only nodes the SuperLink
+holds ONLINE (a SuperNode heartbeats; ``LinkState.get_nodes`` filters on
+``NodeStatus.ONLINE``, and a node is tagged OFFLINE once its
+``online_until`` -- last heartbeat + 2 x its 30 s interval -- has passed, or
+at once when it shuts down cleanly). A node that leaves the list is given up
+(counted as ``offline``, a subset of ``timeouts``); Flower itself also
+answers a pull for a message to an offline node with a ``NODE_UNAVAILABLE``
+error reply (counted as an error). The wave ends as soon as every message is
+answered, errored or given up. A reply that arrives after its node was given
+up is not used and is counted as ``late``.
 """
 
 from __future__ import annotations
@@ -16,21 +30,28 @@ from dataclasses import dataclass, field
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
-__all__ = ["Wire", "WaveLog", "copy_content", "skip_empty_inbox_scans", "wait_for_nodes"]
+__all__ = ["PullResult", "Wire", "WaveLog", "copy_content", "skip_empty_inbox_scans", "wait_for_nodes"]
 
 
 @dataclass
 class WaveLog:
-    """Per message type: how many were sent, answered, errored, timed out."""
+    """Per message type: how many were sent, answered, errored, timed out.
+
+    ``offline`` (of the timeouts: nodes given up because Flower listed them
+    offline) and ``late`` (replies that came after their node was given up)
+    appear only when non-zero.
+    """
 
     counts: dict = field(default_factory=dict)
     error_reasons: list = field(default_factory=list)
 
     seconds: dict = field(default_factory=dict)
 
-    def add(self, message_type: str, sent: int, ok: int, errors: int, seconds: float = 0.0):
+    def add(self, message_type: str, sent: int, ok: int, errors: int, seconds: float = 0.0, *,
+            offline: int = 0, late: int = 0):
         c = self.counts.setdefault(message_type, Counter())
         c.update(sent=sent, ok=ok, errors=errors, timeouts=sent - ok - errors)
+        c.update({k: v for k, v in (("offline", offline), ("late", late)) if v})
         self.seconds[message_type] = self.seconds.get(message_type, 0.0) + seconds
 
 
@@ -53,6 +74,7 @@ class Wire:
     timeout: float
     window: int = 0
     log: WaveLog = field(default_factory=WaveLog)
+    node_timeout: float = 0.0  # seconds a node has to answer its message (0: the wave's timeout)
     keep: tuple = ()  # message types whose good replies are also kept in ``kept``
     kept: dict = field(default_factory=dict)
 
@@ -66,49 +88,123 @@ class Wire:
             content["round"] = ConfigRecord({"round": self.round})
             msgs[node_id] = Message(content, dst_node_id=node_id, message_type=message_type,
                                     group_id=str(self.round), ttl=self.timeout + 60.0)
-        replies = _push_and_pull(self.grid, list(msgs.values()), self.timeout, window=self.window)
+        wave = _push_and_pull(self.grid, list(msgs.values()), self.timeout, window=self.window,
+                              node_timeout=self.node_timeout)
         sent_ids = {m.metadata.message_id: n for n, m in msgs.items()}
         ok, errors = {}, 0
-        for reply in replies:
+        for reply in wave.replies:
             node_id = sent_ids.get(reply.metadata.reply_to_message_id)
-            if node_id is None:
+            if node_id is None or node_id in ok:
                 continue
             if reply.has_error():
                 errors += 1
                 self.log.error_reasons.append(f"{message_type} node {node_id}: {str(reply.error.reason)[-300:]}")
             else:
                 ok[node_id] = reply
-        self.log.add(message_type, len(msgs), len(ok), errors, time.perf_counter() - t0)
+        self.log.add(message_type, len(msgs), len(ok), errors, time.perf_counter() - t0,
+                     offline=wave.offline, late=wave.late)
         if message_type in self.keep:
             self.kept.setdefault(message_type, {}).update(ok)
         return ok
 
 
+@dataclass
+class PullResult:
+    """What one wave got back: the replies in time, and how many were given up or late."""
+
+    replies: list
+    offline: int = 0  # messages given up because their node left the grid's node list
+    timed_out: int = 0  # messages given up at their own deadline (or never pushed before the wave's)
+    late: int = 0  # replies to messages already given up (not in ``replies``)
+
+
+def _node_ids(grid) -> set | None:
+    """The nodes the grid lists as connected, or ``None`` when it cannot say."""
+    try:
+        return {int(n) for n in grid.get_node_ids()}
+    except Exception:  # a grid without a node list, or a failed call: rely on deadlines
+        return None
+
+
 def _push_and_pull(grid: Grid, messages: list[Message], timeout: float, *, window: int = 0,
-                   poll: float = 0.05) -> list[Message]:
-    """``send_and_receive`` with a short poll and at most ``window`` messages in flight.
+                   poll: float = 0.05, node_timeout: float = 0.0, liveness: float = 1.0) -> PullResult:
+    """``send_and_receive`` with a short poll, per-message deadlines and node liveness.
 
     Flower's deployment grid sleeps 3 s between pulls, which would dominate a
     round of short message waves; and the simulation's in-memory store scans
     every stored message for every node on each delivery sweep, so keeping the
-    store small keeps a wave over 1,000 nodes linear instead of quadratic.
-    Messages not pushed before the deadline count as timeouts.
+    store small keeps a wave over 1,000 nodes linear instead of quadratic
+    (at most ``window`` messages in flight).
+
+    Each message is given up at its own deadline, ``node_timeout`` seconds
+    after it was pushed (0: the wave's), and never later than the wave's
+    ``timeout``; messages not pushed before the wave's deadline time out too.
+    Every ``liveness`` seconds the grid's node list is read: a message to a
+    node no longer listed is given up at once (and one to an unlisted node is
+    not pushed). Replies to given-up messages that still arrive during the
+    wave, or at one last pull when it ends, are counted as ``late``.
     """
-    queue, pending, replies = list(messages), set(), []
+    queue, pending, replies = list(messages), {}, []  # pending: message id -> (node id, deadline)
+    given_up: dict = {}  # message id -> node id, for messages no longer waited for
+    out = PullResult(replies)
     window = window if window > 0 else len(queue)
-    deadline = time.monotonic() + timeout
+    now = time.monotonic()
+    deadline = now + timeout
+    online, checked = _node_ids(grid), now
     while queue or pending:
-        if queue and len(pending) < window and time.monotonic() < deadline:
+        now = time.monotonic()
+        if now - checked >= liveness:
+            online, checked = _node_ids(grid), now
+        if online is not None:  # give up on nodes Flower no longer lists
+            for mid, (node_id, _) in list(pending.items()):
+                if node_id not in online:
+                    del pending[mid]
+                    given_up[mid] = node_id
+                    out.offline += 1
+            if queue:
+                alive = [m for m in queue if int(m.metadata.dst_node_id) in online]
+                out.offline += len(queue) - len(alive)
+                queue = alive
+        if queue and len(pending) < window and now < deadline:
             batch, queue = queue[: window - len(pending)], queue[window - len(pending):]
-            pending.update(grid.push_messages(batch))
-        got = list(grid.pull_messages(pending)) if pending else []
-        replies.extend(got)
-        pending.difference_update(m.metadata.reply_to_message_id for m in got)
-        if time.monotonic() >= deadline:
+            node_deadline = min(deadline, now + node_timeout) if node_timeout > 0 else deadline
+            for mid, msg in zip(grid.push_messages(batch), batch):
+                pending[mid] = (int(msg.metadata.dst_node_id), node_deadline)
+        asked = set(pending) | set(given_up)
+        got = list(grid.pull_messages(asked)) if asked else []
+        for reply in got:
+            mid = reply.metadata.reply_to_message_id
+            if pending.pop(mid, None) is not None:
+                replies.append(reply)
+            elif mid in given_up and _from_node(reply, given_up[mid]):
+                del given_up[mid]
+                out.late += 1
+        now = time.monotonic()
+        for mid, (node_id, node_deadline) in list(pending.items()):
+            if now >= node_deadline:
+                del pending[mid]
+                given_up[mid] = node_id
+                out.timed_out += 1
+        if now >= deadline:
+            out.timed_out += len(queue)
             break
-        if not got:
+        if not got and (queue or pending):
             time.sleep(poll)
-    return replies
+    if given_up:  # one last look for replies that came just after their deadline
+        try:
+            out.late += sum(1 for r in grid.pull_messages(set(given_up))
+                            if _from_node(r, given_up.get(r.metadata.reply_to_message_id)))
+        except Exception:
+            pass
+    return out
+
+
+def _from_node(reply: Message, node_id) -> bool:
+    """A reply sent by the node itself, not a stand-in from the SuperLink (node unavailable, expired)."""
+    try:
+        return node_id is not None and int(reply.metadata.src_node_id) == int(node_id)
+    except Exception:
+        return False
 
 
 def skip_empty_inbox_scans(grid, *, refresh: float = 1.0) -> bool:

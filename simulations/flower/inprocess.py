@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Callable, Iterable
 
@@ -18,7 +19,10 @@ class InProcessGrid:
 
     No SuperLink, no Ray: for unit tests of the ServerApp and for debugging.
     ``tamper(node_id, message, reply)`` may return a changed reply, or ``None``
-    to drop it (the ServerApp then sees a timeout).
+    to drop it (the ServerApp then sees a timeout). :meth:`kill` makes a node
+    vanish from :meth:`get_node_ids` and never answer again (as a SuperNode the
+    SuperLink has marked offline); ``delays[node_id] = seconds`` holds that
+    node's replies back for that long after the push (a slow node).
     """
 
     def __init__(self, node_configs: Iterable[dict], run_config: dict, *, tamper: Callable | None = None, app=None):
@@ -37,11 +41,16 @@ class InProcessGrid:
             node_id = 1000 + i
             self.contexts[node_id] = Context(run_id=1, node_id=node_id, node_config=dict(node_config),
                                              state=RecordDict(), run_config=dict(run_config))
-        self._replies = {}
+        self._replies = {}  # message id -> (time the reply may be pulled, reply)
+        self.dead: set = set()
+        self.delays: dict = {}
 
     # The Grid interface the ServerApp uses.
+    def kill(self, node_id: int) -> None:
+        self.dead.add(node_id)
+
     def get_node_ids(self):
-        return list(self.contexts)
+        return [n for n in self.contexts if n not in self.dead]
 
     def push_messages(self, messages):
         from flwr.app import Error, Message
@@ -50,6 +59,9 @@ class InProcessGrid:
         for msg in messages:
             msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
             node_id = msg.metadata.dst_node_id
+            ids.append(msg.metadata.message_id)
+            if node_id in self.dead:
+                continue
             try:
                 reply = self.app(msg, self.contexts[node_id])
             except Exception as exc:  # a failing ClientApp answers with an error, as in Flower
@@ -57,12 +69,13 @@ class InProcessGrid:
             if self.tamper is not None:
                 reply = self.tamper(node_id, msg, reply)
             if reply is not None:
-                self._replies[msg.metadata.message_id] = reply
-            ids.append(msg.metadata.message_id)
+                self._replies[msg.metadata.message_id] = (time.monotonic() + self.delays.get(node_id, 0.0), reply)
         return ids
 
     def pull_messages(self, message_ids):
-        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+        now = time.monotonic()
+        ready = [i for i in list(message_ids) if i in self._replies and self._replies[i][0] <= now]
+        return [self._replies.pop(i)[1] for i in ready]
 
     def send_and_receive(self, messages, *, timeout=None):
         return self.pull_messages(self.push_messages(list(messages)))
