@@ -18,7 +18,10 @@ at once when it shuts down cleanly). A node that leaves the list is given up
 answers a pull for a message to an offline node with a ``NODE_UNAVAILABLE``
 error reply (counted as an error). The wave ends as soon as every message is
 answered, errored or given up. A reply that arrives after its node was given
-up is not used and is counted as ``late``.
+up is not used and is counted as ``late``. A node given up once is not
+messaged again in the same round (:attr:`Wire.unresponsive`): a killed
+SuperNode stays listed ONLINE for up to a minute, and would otherwise cost
+one ``node_timeout`` per wave.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ class WaveLog:
     """Per message type: how many were sent, answered, errored, timed out.
 
     ``offline`` (of the timeouts: nodes given up because Flower listed them
-    offline) and ``late`` (replies that came after their node was given up)
-    appear only when non-zero.
+    offline), ``skipped`` (of the timeouts: nodes not messaged because they
+    were given up earlier in the round) and ``late`` (replies that came after
+    their node was given up) appear only when non-zero.
     """
 
     counts: dict = field(default_factory=dict)
@@ -48,10 +52,10 @@ class WaveLog:
     seconds: dict = field(default_factory=dict)
 
     def add(self, message_type: str, sent: int, ok: int, errors: int, seconds: float = 0.0, *,
-            offline: int = 0, late: int = 0):
+            offline: int = 0, late: int = 0, skipped: int = 0):
         c = self.counts.setdefault(message_type, Counter())
         c.update(sent=sent, ok=ok, errors=errors, timeouts=sent - ok - errors)
-        c.update({k: v for k, v in (("offline", offline), ("late", late)) if v})
+        c.update({k: v for k, v in (("offline", offline), ("late", late), ("skipped", skipped)) if v})
         self.seconds[message_type] = self.seconds.get(message_type, 0.0) + seconds
 
 
@@ -75,6 +79,10 @@ class Wire:
     window: int = 0
     log: WaveLog = field(default_factory=WaveLog)
     node_timeout: float = 0.0  # seconds a node has to answer its message (0: the wave's timeout)
+    # Nodes given up in this round (offline, past their deadline, or reported unavailable by Flower):
+    # later waves of the round do not message them (counted as timeouts, ``skipped``); the next
+    # round's Wire tries them again.
+    unresponsive: set = field(default_factory=set)
     keep: tuple = ()  # message types whose good replies are also kept in ``kept``
     kept: dict = field(default_factory=dict)
 
@@ -84,12 +92,16 @@ class Wire:
             return {}
         t0 = time.perf_counter()
         msgs = {}
+        skipped = [n for n in contents if n in self.unresponsive]
         for node_id, content in contents.items():
+            if node_id in self.unresponsive:
+                continue
             content["round"] = ConfigRecord({"round": self.round})
             msgs[node_id] = Message(content, dst_node_id=node_id, message_type=message_type,
                                     group_id=str(self.round), ttl=self.timeout + 60.0)
         wave = _push_and_pull(self.grid, list(msgs.values()), self.timeout, window=self.window,
-                              node_timeout=self.node_timeout)
+                              node_timeout=self.node_timeout) if msgs else PullResult([])
+        self.unresponsive.update(wave.gave_up)
         sent_ids = {m.metadata.message_id: n for n, m in msgs.items()}
         ok, errors = {}, 0
         for reply in wave.replies:
@@ -98,11 +110,13 @@ class Wire:
                 continue
             if reply.has_error():
                 errors += 1
+                if not _from_node(reply, node_id):  # Flower's stand-in: node unavailable
+                    self.unresponsive.add(node_id)
                 self.log.error_reasons.append(f"{message_type} node {node_id}: {str(reply.error.reason)[-300:]}")
             else:
                 ok[node_id] = reply
-        self.log.add(message_type, len(msgs), len(ok), errors, time.perf_counter() - t0,
-                     offline=wave.offline, late=wave.late)
+        self.log.add(message_type, len(msgs) + len(skipped), len(ok), errors, time.perf_counter() - t0,
+                     offline=wave.offline, late=wave.late, skipped=len(skipped))
         if message_type in self.keep:
             self.kept.setdefault(message_type, {}).update(ok)
         return ok
@@ -116,6 +130,7 @@ class PullResult:
     offline: int = 0  # messages given up because their node left the grid's node list
     timed_out: int = 0  # messages given up at their own deadline (or never pushed before the wave's)
     late: int = 0  # replies to messages already given up (not in ``replies``)
+    gave_up: set = field(default_factory=set)  # nodes given up (offline or past their own deadline)
 
 
 def _node_ids(grid) -> set | None:
@@ -160,9 +175,11 @@ def _push_and_pull(grid: Grid, messages: list[Message], timeout: float, *, windo
                 if node_id not in online:
                     del pending[mid]
                     given_up[mid] = node_id
+                    out.gave_up.add(node_id)
                     out.offline += 1
             if queue:
                 alive = [m for m in queue if int(m.metadata.dst_node_id) in online]
+                out.gave_up.update(int(m.metadata.dst_node_id) for m in queue if int(m.metadata.dst_node_id) not in online)
                 out.offline += len(queue) - len(alive)
                 queue = alive
         if queue and len(pending) < window and now < deadline:
@@ -184,6 +201,7 @@ def _push_and_pull(grid: Grid, messages: list[Message], timeout: float, *, windo
             if now >= node_deadline:
                 del pending[mid]
                 given_up[mid] = node_id
+                out.gave_up.add(node_id)
                 out.timed_out += 1
         if now >= deadline:
             out.timed_out += len(queue)
