@@ -115,6 +115,8 @@ def test_flower_simulation_on_ray_matches_the_engine(dataset, reference, tmp_pat
         assert_same_as_engine(frame, engine.run_seed(piloted, 0, dataset=dataset))
         assert frame["val_eqod"].notna().all()
         assert (frame["round"] == 2).all() and (frame["reports_rejected"] == 0).all()
+        runs = list((session.workdir / "runs").iterdir())
+        assert len(runs) == 1 and (runs[0] / "results.json").exists() and not (runs[0] / "nodes").exists()
         files = prepare_run(TOY, 0, tmp_path / "k1", dataset=dataset, agents_per_node=1)
         results = session.run(files, rounds=1, timeout=120)
         assert results["connected_nodes"] == 61
