@@ -55,7 +55,7 @@ RUN_CONFIG = {
     "expected-nodes": 0,  # 0: take whatever is connected after node-wait
     "node-wait": 120.0,
     "round-timeout": 600.0,  # seconds per message wave
-    "node-timeout": 30.0,  # seconds a node has to answer one message (0: the wave's timeout)
+    "node-timeout": 60.0,  # seconds a node has to answer one message (0: the wave's timeout)
     "max-in-flight": 0,  # messages in flight per wave (0: all)
 }
 
