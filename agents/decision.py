@@ -23,6 +23,7 @@ from .protocol import budget_count, relabel  # what a budget and a flip mean tra
 
 __all__ = [
     "Threshold",
+    "TicketHolder",
     "budget_count",
     "coalition_threshold",
     "decide",
@@ -58,6 +59,19 @@ def user_tickets(user_ids, key: int) -> np.ndarray:
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     z = z ^ (z >> np.uint64(31))
     return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+class TicketHolder:
+    """Mixin for a set of users (``user_ids``) that knows the collective's two ticket keys
+    (``membership_key``, ``tie_key``): a node's users, or every user of a simulated world."""
+
+    @property
+    def member_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.membership_key)
+
+    @property
+    def tie_tickets(self) -> np.ndarray:
+        return user_tickets(self.user_ids, self.tie_key)
 
 
 def member_count(alpha: float, n_minority: int) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decision import user_tickets
+from .decision import TicketHolder
 from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid, token_digest
 
 __all__ = ["CoordinatorData", "NodeData", "load_node_file", "new_coordinator_token", "token_digest",
@@ -33,7 +33,7 @@ def new_coordinator_token() -> str:
 
 
 @dataclass(frozen=True)
-class NodeData:
+class NodeData(TicketHolder):
     """One node's users: only their own records and the collective's ticket keys."""
 
     user_ids: np.ndarray
@@ -44,14 +44,6 @@ class NodeData:
     tie_key: int
     cf_proba: np.ndarray | None = None  # synthetic data only (oracle method)
     coordinator_digest: str = ""  # SHA-256 of the coordinator's token ("" : unknown)
-
-    @property
-    def member_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.membership_key)
-
-    @property
-    def tie_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.tie_key)
 
 
 @dataclass(frozen=True)

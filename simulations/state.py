@@ -21,7 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from agents import rule
-from agents.decision import member_count, membership_cutoff, stream_key, user_tickets
+from agents.decision import TicketHolder, member_count, membership_cutoff, stream_key
 from agents.protocol import CellGrid, Signal
 from agents.validation import stream_int
 from agents.scoring import make_scorer
@@ -44,7 +44,7 @@ def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:
 
 
 @dataclass(frozen=True)
-class World:
+class World(TicketHolder):
     """Everything one seed of a scenario shares across its cells and rounds."""
 
     seed: int
@@ -57,14 +57,6 @@ class World:
     # What the collective knows of the majority, when it is not this world's own rows
     # (the pilot keeps the knowledge of the world it was drawn from).
     known_majority: tuple[np.ndarray, np.ndarray] | None = None
-
-    @property
-    def member_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.membership_key)
-
-    @property
-    def tie_tickets(self) -> np.ndarray:
-        return user_tickets(self.user_ids, self.tie_key)
 
     @property
     def minority(self) -> np.ndarray:
