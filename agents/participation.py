@@ -1,0 +1,290 @@
+"""Who takes part in a round: the local participation rules, vectorised over users.
+
+A user decides from what it can see: the share of its neighbours that act
+(Granovetter's threshold model, Watts's cascades on a graph), or what acting
+bought it and what it costs (the benefit-cost rule, with free riding as in
+Sigg et al., "Decline Now"). Committed organisers always act; imperfect members
+comply with a probability, drop out, see noisy scores or a stale signal.
+
+Every function takes one entry per user (positions ``0..n-1``), so one user on a
+device, a shard or a million users run the same code. Graphs are symmetric
+``scipy.sparse`` CSR adjacency matrices (bool or 0/1, no self loops); ``None``
+means everyone sees everyone. Nothing here draws randomness except through an
+explicit ``numpy.random.Generator`` argument, so a run is fixed by its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from numbers import Integral
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import ndtr
+
+from .errors import ConfigError
+
+__all__ = [
+    "ORGANISER_CHOICES",
+    "SignalHistory",
+    "benefit_cost_rule",
+    "comply",
+    "degrees",
+    "dropout",
+    "granovetter_equilibrium",
+    "granovetter_fixed_point",
+    "neighbour_share",
+    "noisy_scores",
+    "organisers",
+    "threshold_rule",
+]
+
+ORGANISER_CHOICES = ("random", "most-connected")
+
+
+def _structure(adjacency) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` of a square CSR adjacency, explicit zeros left out.
+
+    Only the pattern matters (an edge is a stored non-zero), so a bool, 0/1
+    integer or float matrix gives the same neighbourhoods.
+    """
+    if not sp.issparse(adjacency):
+        raise ValueError(f"adjacency must be a scipy.sparse matrix or None, got {type(adjacency).__name__}")
+    a = adjacency if adjacency.format == "csr" else sp.csr_matrix(adjacency)
+    if a.shape[0] != a.shape[1]:
+        raise ValueError(f"adjacency must be square, got shape {a.shape}")
+    if a.nnz and not np.all(a.data != 0):
+        a = a.copy()
+        a.eliminate_zeros()
+    return a.indptr, a.indices
+
+
+def degrees(adjacency) -> np.ndarray:
+    """Number of neighbours of each user (int64, one per user)."""
+    indptr, _ = _structure(adjacency)
+    return np.diff(indptr).astype(np.int64)
+
+
+def neighbour_share(adjacency, acting) -> np.ndarray:
+    """Share of each user's neighbours that act (float64, one per user).
+
+    This is what a user observes before deciding; a user with no neighbours sees
+    nobody act (share 0), so on a graph only a seed can start anything there.
+    With ``adjacency=None`` everyone sees everyone and the share is that of the
+    whole population, *counting the user itself* — Granovetter's all-to-all
+    model, where "the proportion of others who act" is taken over everyone so
+    that the dynamics is the map r -> F(r) of the threshold distribution F.
+    """
+    acting = np.asarray(acting, dtype=bool)
+    if acting.ndim != 1:
+        raise ValueError(f"acting must be 1-D, got shape {acting.shape}")
+    n = acting.size
+    if adjacency is None:
+        share = acting.mean() if n else 0.0
+        return np.full(n, share, dtype=np.float64)
+    indptr, indices = _structure(adjacency)
+    if indptr.size - 1 != n:
+        raise ValueError(f"adjacency has {indptr.size - 1} users, acting has {n}")
+    # Counting by a running sum over the neighbour lists works for any dtype of
+    # the matrix and never copies it (a bool @ float product would).
+    running = np.concatenate(([0], np.cumsum(acting[indices], dtype=np.int64)))
+    counts = running[indptr[1:]] - running[indptr[:-1]]
+    deg = np.diff(indptr)
+    return np.divide(counts, deg, out=np.zeros(n, dtype=np.float64), where=deg > 0)
+
+
+def threshold_rule(thresholds, seen_share, acting, *, leave: bool = False) -> np.ndarray:
+    """Granovetter's rule: a user acts once the share it sees reaches its threshold.
+
+    Without ``leave`` participation is sticky (who acts keeps acting): the
+    cascade only grows, as in Granovetter's and Watts's models. With ``leave``
+    a user also stops when the share it sees falls below its threshold, so
+    participation can shrink again when others drop out.
+    A threshold <= 0 means acting unprompted; a threshold > 1 means never.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    seen_share = np.asarray(seen_share, dtype=np.float64)
+    acting = np.asarray(acting, dtype=bool)
+    if not thresholds.shape == seen_share.shape == acting.shape:
+        raise ValueError("thresholds, seen_share and acting must have the same shape, got "
+                         f"{thresholds.shape}, {seen_share.shape}, {acting.shape}")
+    reached = seen_share >= thresholds
+    return reached if leave else acting | reached
+
+
+def granovetter_equilibrium(thresholds, adjacency=None, *, max_steps: int = 10_000,
+                            leave: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Run the threshold rule from "only users with threshold <= 0 act" to a fixed point.
+
+    Returns ``(acting, trajectory)``: the final mask and the share acting after
+    each step, starting with the initial share (so ``trajectory[0]`` is the
+    unprompted share and ``trajectory[-1]`` the final one). Synchronous updates:
+    everyone decides on what the previous step showed. Without ``leave`` the
+    acting set only grows, so a fixed point is reached in at most n steps; with
+    ``leave`` the dynamics may cycle, and it stops after ``max_steps``.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if thresholds.ndim != 1:
+        raise ValueError(f"thresholds must be 1-D, got shape {thresholds.shape}")
+    if np.isnan(thresholds).any():
+        raise ValueError("thresholds must not contain NaN")
+    acting = thresholds <= 0
+    trajectory = [acting.mean() if acting.size else 0.0]
+    for _ in range(max_steps):
+        new = threshold_rule(thresholds, neighbour_share(adjacency, acting), acting, leave=leave)
+        if np.array_equal(new, acting):
+            break
+        acting = new
+        trajectory.append(acting.mean())
+    return acting, np.asarray(trajectory, dtype=np.float64)
+
+
+def granovetter_fixed_point(mean: float, sigma: float, *, tol: float = 1e-13,
+                            max_iter: int = 1_000_000) -> float:
+    """Theoretical final share for thresholds ~ Normal(mean, sigma), all-to-all.
+
+    In an infinite population the share acting follows r <- Phi((r - mean) /
+    sigma), where Phi is the standard normal CDF (the share whose threshold is at
+    most r). From r = 0 it increases monotonically to the *smallest* fixed point,
+    which is what the population reaches. Near a critical sigma the map nearly
+    touches the diagonal and the iteration slows down (a bottleneck), hence the
+    generous ``max_iter``.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    r = 0.0
+    for _ in range(max_iter):
+        nxt = float(ndtr((r - mean) / sigma))
+        if abs(nxt - r) <= tol:
+            return nxt
+        r = nxt
+    return r
+
+
+def benefit_cost_rule(gain, cost, acting, *, free_ride: bool = False,
+                      free_ride_gain=None) -> tuple[np.ndarray, np.ndarray]:
+    """Act when what acting brings beats what it costs; return ``(participating, free_riding)``.
+
+    ``gain`` is each user's expected gain from acting, as the last rounds showed
+    it (the change of the minority's favourable-outcome rate, or of the user's
+    own outcome: the caller computes it); ``cost`` is the user's personal cost.
+    ``acting`` is who acted last round: a user exactly indifferent (gain equal to
+    cost) keeps doing what it did, so ties never make users flicker.
+
+    Without ``free_ride`` a user participates iff ``gain > cost``. With it, a
+    user weighs only what its own action adds: ``gain - free_ride_gain`` against
+    ``cost``, where ``free_ride_gain`` is the gain it keeps without acting (for
+    instance the group's rate change attributable to the others). A user who
+    would act under the first rule but not under the second is *free riding*:
+    it stops (or never starts) acting and still keeps the gain. Both masks are
+    returned so that the benefits of participating and of free riding can be
+    reported separately.
+    """
+    gain = np.asarray(gain, dtype=np.float64)
+    cost = np.asarray(cost, dtype=np.float64)
+    acting = np.asarray(acting, dtype=bool)
+    gain, cost = np.broadcast_arrays(gain, cost)
+    if gain.shape != acting.shape:
+        raise ValueError(f"gain and cost must match acting's shape {acting.shape}, got {gain.shape}")
+
+    def beats(benefit):
+        return (benefit > cost) | (acting & (benefit == cost))
+
+    naive = beats(gain)
+    if not free_ride:
+        return naive, np.zeros_like(naive)
+    if free_ride_gain is None:
+        raise ValueError("free_ride=True needs free_ride_gain (the gain a user keeps without acting)")
+    kept = np.broadcast_to(np.asarray(free_ride_gain, dtype=np.float64), gain.shape)
+    participating = beats(gain - kept)
+    return participating, naive & ~participating
+
+
+def organisers(n: int, count: int, *, how: str = "random", adjacency=None,
+               rng: np.random.Generator) -> np.ndarray:
+    """The committed organisers (always act), as a mask over ``n`` users.
+
+    ``how="random"``: ``count`` users drawn without replacement.
+    ``how="most-connected"``: the ``count`` users with the most neighbours,
+    equal degrees ordered by a random draw (so the set is still fixed by the
+    seed); with ``adjacency=None`` all degrees are equal and this is random.
+    """
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
+        raise ConfigError(f"number of users must be a non-negative integer, got {n!r}")
+    if isinstance(count, bool) or not isinstance(count, Integral) or not 0 <= count <= n:
+        raise ConfigError(f"organiser count must be an integer in [0, {n}], got {count!r}")
+    if how not in ORGANISER_CHOICES:
+        raise ConfigError(f"unknown organiser choice {how!r}; allowed: {', '.join(ORGANISER_CHOICES)}")
+    mask = np.zeros(n, dtype=bool)
+    if how == "random" or adjacency is None:
+        mask[rng.choice(n, size=count, replace=False)] = True
+        return mask
+    deg = degrees(adjacency)
+    if deg.size != n:
+        raise ValueError(f"adjacency has {deg.size} users, expected {n}")
+    order = np.lexsort((rng.random(n), -deg))  # primary: degree (descending)
+    mask[order[:count]] = True
+    return mask
+
+
+def _draw_mask(n_or_mask, probability: float, rng: np.random.Generator, name: str):
+    if not 0.0 <= probability <= 1.0 or math.isnan(probability):
+        raise ConfigError(f"{name} probability must be in [0, 1], got {probability}")
+    if isinstance(n_or_mask, Integral) and not isinstance(n_or_mask, bool):
+        mask = np.ones(int(n_or_mask), dtype=bool)
+    else:
+        mask = np.asarray(n_or_mask, dtype=bool)
+    # One draw per position (not per masked user): a user's draw does not depend
+    # on who else is in the mask, so nested masks stay nested.
+    return mask, rng.random(mask.shape) < probability
+
+
+def comply(n_or_mask, probability: float, rng: np.random.Generator) -> np.ndarray:
+    """Who follows the collective's instruction this round: each user (of ``n``,
+    or of a mask) independently with ``probability`` — imperfect members."""
+    mask, draw = _draw_mask(n_or_mask, probability, rng, "compliance")
+    return mask & draw
+
+
+def dropout(acting, probability: float, rng: np.random.Generator) -> np.ndarray:
+    """Who is still acting after each acting user drops out independently with
+    ``probability`` (returns the users who stay)."""
+    mask, draw = _draw_mask(acting, probability, rng, "dropout")
+    return mask & ~draw
+
+
+def noisy_scores(scores, sd: float, rng: np.random.Generator) -> np.ndarray:
+    """Scores as a member sees them: plus Normal(0, sd) noise, one draw per user
+    (coordination noise, Karan et al. "Sync or Sink"). NaN (non-candidates) stays NaN."""
+    if not sd >= 0:
+        raise ConfigError(f"score noise sd must be >= 0, got {sd}")
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores + rng.normal(0.0, sd, size=scores.shape) if sd > 0 else scores.copy()
+
+
+class SignalHistory:
+    """The last signals published, so a member can act on a stale one.
+
+    ``push`` the signal of each round; ``at(lag)`` is the signal ``lag`` rounds
+    before the latest (``at(0)`` the latest), or ``initial`` while the history
+    is shorter than that (nothing was published yet).
+    """
+
+    def __init__(self, max_lag: int = 0, initial=None):
+        if isinstance(max_lag, bool) or not isinstance(max_lag, Integral) or max_lag < 0:
+            raise ConfigError(f"signal lag must be a non-negative integer, got {max_lag!r}")
+        self.max_lag = int(max_lag)
+        self.initial = initial
+        self._signals = deque(maxlen=self.max_lag + 1)
+
+    def push(self, signal) -> None:
+        self._signals.append(signal)
+
+    def at(self, lag: int):
+        if not 0 <= lag <= self.max_lag:
+            raise ValueError(f"lag must be in [0, {self.max_lag}], got {lag}")
+        return self._signals[-1 - lag] if lag < len(self._signals) else self.initial
+
+    def __len__(self) -> int:
+        return len(self._signals)
