@@ -17,8 +17,11 @@ coordinator, user half on every other node), scorers from
                         reason, what it cannot verify (see ``DROP_REASONS``).
 * ``query.scores``      users -> coordinator: (user id, member ticket, tie ticket, scores) of
                         members with y = 0, scored locally from the knowledge.
-* ``train.report``      users -> firm: the reports (x, a, reported y), one reported
-                        label row per cell of the grid (row 0: nobody relabels).
+* ``train.report``      users -> firm (deployment): the reports (x, a, reported y), ONE label
+                        per user: the one the collective's deployed cell gives (the
+                        coordinator's plan must hold exactly one cell, else the node refuses).
+* ``evaluate.cells``    users -> the experimenter's evaluator (simulation only): (x, a) with
+                        row 0 the true labels and one reported label row per cell of the grid.
 """
 
 from __future__ import annotations
@@ -106,7 +109,9 @@ def join(msg: Message, context: Context) -> Message:
 
     The coordinator answers with its role and its identity token (the relay
     checks it against the digest users hold); user nodes name the digest they
-    hold and how many users they have (the bound on what they may claim)."""
+    hold, how many users they have (the bound on what they may claim) and
+    which user ids they hold: the firm knows its customers, and fixes at
+    sign-up which node reports for whom."""
     node = _node(context)
     if isinstance(node, CoordinatorData):
         return _reply(msg, node=ConfigRecord({"role": ROLE_COORDINATOR, "n_users": 0, "token": node.token}))
@@ -114,6 +119,7 @@ def join(msg: Message, context: Context) -> Message:
     return _reply(
         msg,
         node=ConfigRecord({"role": ROLE_USERS, "n_users": int(node.user_ids.size),
+                           "user_ids": [int(u) for u in node.user_ids],
                            "coordinator": node.coordinator_digest}),
         join=record_of(user_ids=node.user_ids[minority], member_tickets=node.member_tickets[minority]),
     )
@@ -337,15 +343,37 @@ def _remembered_scores(context: Context, digest: str, cand: np.ndarray) -> np.nd
 
 @app.train("report")
 def report(msg: Message, context: Context) -> Message:
-    """Decide locally for every cell and report (x, a, reported y) to the firm."""
+    """Report (x, a, reported y) to the firm: one label per user, the one the collective's
+    deployed cell gives. Nothing else leaves the node: the firm sees what it would see
+    without a collective. A plan of more than one cell is refused (an error reply): a
+    deployment runs exactly one cell, the grid is the experimenter's (``evaluate.cells``)."""
     node = _node(context)
     if isinstance(node, CoordinatorData):
         return _reply(msg)
-    # The node's latest scores: the coordinator's thresholds are computed from the
-    # same ones (re-sent only when the knowledge changes).
-    memory = arrays_of(context.state["candidates"]) if "candidates" in context.state else None
-    labels = reported_labels(node, msg.content, memory)
+    n_cells = len(CellGrid.from_config(msg.content["plan"]))
+    if n_cells != 1:
+        raise ValueError(f"train.report: the coordinator's plan has {n_cells} cells; allowed: exactly one (the "
+                         "cell the collective deploys; a grid of cells is the evaluator's, evaluate.cells)")
+    labels = reported_labels(node, msg.content, _memory(context))[1:]
     return _reply(msg, report=record_of(user_ids=node.user_ids, X=node.X, a=node.a, labels=labels))
+
+
+@app.evaluate("cells")
+def cells(msg: Message, context: Context) -> Message:
+    """The experimenter's counterfactual rows (simulation only): (x, a) with the true labels
+    as row 0 and the reported labels of every cell of the grid, so the evaluator can train
+    what the firm would train in each cell and count who flipped."""
+    node = _node(context)
+    if isinstance(node, CoordinatorData):
+        return _reply(msg)
+    labels = reported_labels(node, msg.content, _memory(context))
+    return _reply(msg, report=record_of(user_ids=node.user_ids, X=node.X, a=node.a, labels=labels))
+
+
+def _memory(context: Context) -> dict | None:
+    """The node's latest scores: the coordinator's thresholds are computed from the
+    same ones (re-sent only when the knowledge changes)."""
+    return arrays_of(context.state["candidates"]) if "candidates" in context.state else None
 
 
 def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) -> np.ndarray:
@@ -359,7 +387,7 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) ->
     if not signal.reachable:
         return labels
     if memory is None:
-        raise ValueError("train.report before query.scores: this node has no scores yet")
+        raise ValueError("a report before query.scores: this node has no scores yet")
     cand = memory["index"].astype(np.int64)
     flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
     rows = labels[1:, cand]

@@ -28,6 +28,7 @@ __all__ = [
     "COORDINATE",
     "Cell",
     "CellGrid",
+    "EVALUATE",
     "JOIN",
     "REPORT",
     "ROLE_COORDINATOR",
@@ -42,11 +43,13 @@ __all__ = [
 ]
 
 # Message types. The coalition's own (query.*) are relayed unread by the ServerApp;
-# the firm receives train.report only.
+# the firm receives train.report only. evaluate.cells is the experimenter's (simulation
+# only): a run sends either train.report (deployment: the firm) or evaluate.cells, never both.
 JOIN = "query.join"  # users -> coordinator: membership tickets of minority users
 COORDINATE = "query.coordinate"  # coordinator: cutoffs + shared knowledge, then thresholds
 SCORES = "query.scores"  # users -> coordinator: candidates' (member ticket, tie ticket, scores)
-REPORT = "train.report"  # users -> firm: (ids, x, a, reported labels)
+REPORT = "train.report"  # users -> firm: (ids, x, a, the one label the deployed cell reports)
+EVALUATE = "evaluate.cells"  # users -> evaluator: (ids, x, a, true labels + one reported row per cell)
 
 # Coordinator stages inside query.coordinate.
 STAGE_CUTOFFS, STAGE_THRESHOLDS, STAGE_REPEAT = "cutoffs", "thresholds", "repeat"

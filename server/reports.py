@@ -1,9 +1,11 @@
 """The firm's intake: validate every node's reply before training on it.
 
-A report is what one node sends the firm in reply to ``train.report``: an
-``ArrayRecord`` named ``report`` holding exactly the arrays ``user_ids``
-(integers), ``X`` (real numbers), ``a`` and ``labels`` (0/1, one row per label
-vector). A reply that breaks any rule below is rejected whole, counted under
+A report is what one node sends in reply to ``train.report`` (to the firm: one
+label row) or ``evaluate.cells`` (to the experimenter's evaluator: the true
+labels and one row per cell): an ``ArrayRecord`` named ``report`` holding
+exactly the arrays ``user_ids`` (integers), ``X`` (real numbers), ``a`` and
+``labels`` (0/1, one row per label vector). Both roles check replies with the
+same code. A reply that breaks any rule below is rejected whole, counted under
 its reason, and the round goes on with the others (and completes, with no
 metrics, when nothing is left). Checks run in this order, cheapest first, and
 no array is decoded before its size has been checked:
@@ -33,12 +35,19 @@ no array is decoded before its size has been checked:
 ``unknown-user``   an id not on the firm's customer list;
 ``user-count``     more users than the node declared at sign-up;
 ``not-owner``      an id owned by another node, or (once the node owns users) an
-                   id it does not own. A node owns the ids of its first accepted
-                   report, for the rest of the run (:class:`Registry`); later
-                   claims by others are rejected and the owner keeps its users;
-``duplicate-user`` an id repeated within a report, or claimed by two nodes that
-                   own nothing yet (the first report of both: which is honest cannot
-                   be told, so both are dropped, whatever the order of arrival).
+                   id it does not own. Ownership is fixed at sign-up: each user
+                   node lists its user ids in its join reply's ``node`` record, and
+                   owns them for the whole run (:meth:`Registry.declare`); a node
+                   that declared none owns the ids of its first accepted report.
+                   Later claims by others are rejected and the owner keeps its users;
+``duplicate-user`` an id repeated within a report, or claimed in the same round by
+                   two nodes that own nothing yet (neither declared it: which is
+                   honest cannot be told, so both are dropped, whatever the order).
+
+An id that two nodes declared at sign-up is **contested**: it is nobody's for the
+run. Its rows are dropped from every report that holds it (counted as
+``users_dropped["contested"]``, the rest of the report is kept), and every other
+id of those nodes stays theirs.
 """
 
 from __future__ import annotations
@@ -81,18 +90,34 @@ class Schema:
 
 @dataclass
 class Registry:
-    """Who owns which users, for the whole run: fixed by each node's first accepted
-    report; ``declared`` holds the user counts nodes declared at sign-up."""
+    """Who owns which users, for the whole run.
+
+    Fixed at sign-up from the ids nodes declare (:meth:`declare`); a node that
+    declared none owns the ids of its first accepted report. ``declared`` holds
+    the user counts nodes declared at sign-up (the size bound of their reports).
+    """
 
     owner: dict = field(default_factory=dict)  # user id -> node id
     owned: dict = field(default_factory=dict)  # node id -> frozenset of user ids
     declared: dict = field(default_factory=dict)  # node id -> n_users of its join reply
+    contested: frozenset = frozenset()  # ids declared by two or more nodes: nobody's
 
     def register(self, node_id, ids) -> None:
         ids = frozenset(int(u) for u in ids)
         self.owned[node_id] = ids
         for u in ids:
             self.owner[u] = node_id
+
+    def declare(self, ids_by_node: dict) -> int:
+        """Fix ownership from the user ids each node declared at sign-up; returns how many
+        ids are contested. An id declared by two nodes is owned by neither (which one is
+        honest cannot be told); every other declared id belongs to its node for the run."""
+        sets = {node_id: frozenset(int(u) for u in ids) for node_id, ids in ids_by_node.items()}
+        counts = Counter(u for ids in sets.values() for u in ids)
+        self.contested = self.contested | {u for u, c in counts.items() if c > 1}
+        for node_id, ids in sets.items():
+            self.register(node_id, ids - self.contested)
+        return sum(1 for c in counts.values() if c > 1)
 
 
 def max_elements(n_users: int, *, n_features: int, n_label_rows: int) -> int:
@@ -168,6 +193,7 @@ class Intake:
     accepted: list = field(default_factory=list)  # (node_id, arrays)
     rejected: Counter = field(default_factory=Counter)  # reason -> number of reports
     rejected_nodes: dict = field(default_factory=dict)  # node_id -> reason
+    users_dropped: Counter = field(default_factory=Counter)  # reason -> rows dropped from accepted reports
 
     @property
     def n_rejected(self) -> int:
@@ -177,10 +203,18 @@ class Intake:
         self.rejected[reason] += 1
         self.rejected_nodes[node_id] = reason
 
+    def summary(self, n_asked: int) -> dict:
+        """What ``results.json`` records of one collection phase."""
+        out = {"users": n_asked, "reports_accepted": len(self.accepted), "reports_rejected": dict(self.rejected),
+               "rejected_nodes": {str(k): v for k, v in self.rejected_nodes.items()}}
+        if self.users_dropped:
+            out["users_dropped"] = dict(self.users_dropped)
+        return out
+
 
 def validate_replies(replies, *, n_features: int, n_label_rows: int, known_ids=None, schema: Schema | None = None,
                      registry: Registry | None = None) -> Intake:
-    """Check ``(node_id, content)`` replies to ``train.report`` (any record type)."""
+    """Check ``(node_id, content)`` replies to ``train.report`` or ``evaluate.cells`` (any record type)."""
     intake, decoded = Intake(), []
     n_customers = len(known_ids) if known_ids is not None else None
     for node_id, content in replies:
@@ -204,9 +238,10 @@ def validate_reports(reports, *, n_features: int, n_label_rows: int, known_ids=N
     With a ``registry`` (kept across rounds), ids another node owns, or ids a
     node that owns users does not own, reject the report ("not-owner") and the
     owner keeps its users; ids claimed by several nodes that own nothing yet
-    reject all of them ("duplicate-user"). Accepted reports of nodes that own
-    nothing yet register their ids. Without a registry, ids claimed twice
-    reject every report holding them.
+    reject all of them ("duplicate-user"). Rows of contested ids (declared by
+    two nodes at sign-up) are dropped from the report and counted, the rest is
+    kept. Accepted reports of nodes that own nothing yet register their ids.
+    Without a registry, ids claimed twice reject every report holding them.
     """
     intake, passed = intake if intake is not None else Intake(), []
     registry = registry if registry is not None else Registry()
@@ -214,15 +249,21 @@ def validate_reports(reports, *, n_features: int, n_label_rows: int, known_ids=N
         reason = check_report(arrays, n_features=n_features, n_label_rows=n_label_rows, known_ids=known_ids,
                               schema=schema)
         if reason is None:
-            ids = np.asarray(arrays["user_ids"])
+            ids = [int(u) for u in np.asarray(arrays["user_ids"])]
             declared = registry.declared.get(node_id)
             owned = registry.owned.get(node_id)
-            if declared is not None and ids.size > declared:
+            claimed = [u for u in ids if u not in registry.contested]
+            if declared is not None and len(ids) > declared:
                 reason = "user-count"
-            elif owned is not None and not all(int(u) in owned for u in ids):
+            elif owned is not None and not all(u in owned for u in claimed):
                 reason = "not-owner"
-            elif any(registry.owner.get(int(u), node_id) != node_id for u in ids):
+            elif any(registry.owner.get(u, node_id) != node_id for u in claimed):
                 reason = "not-owner"
+            elif len(claimed) < len(ids):  # nobody's: drop those rows, keep the rest
+                keep = ~np.isin(np.asarray(arrays["user_ids"]), np.fromiter(registry.contested, dtype=np.int64))
+                intake.users_dropped["contested"] += int(np.count_nonzero(~keep))
+                arrays = {"user_ids": np.asarray(arrays["user_ids"])[keep], "X": np.asarray(arrays["X"])[keep],
+                          "a": np.asarray(arrays["a"])[keep], "labels": np.asarray(arrays["labels"])[:, keep]}
         if reason is None:
             passed.append((node_id, arrays))
         else:
@@ -251,6 +292,8 @@ def assemble(accepted, *, order=None) -> dict[str, np.ndarray] | None:
     if not accepted:
         return None
     ids = np.concatenate([np.asarray(r["user_ids"], dtype=np.int64) for _, r in accepted])
+    if not ids.size:  # only contested users were reported
+        return None
     if order is None:
         perm = np.argsort(ids, kind="stable")
     else:

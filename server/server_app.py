@@ -1,20 +1,36 @@
-"""The firm as a Flower ServerApp: rounds of relay, intake and training.
+"""The ServerApp: rounds of relay and intake, then the firm -- or the evaluator.
 
 Each round has two parts that never mix:
 
 * **Relay** (:mod:`server.relay`): the coalition's own messages, copied
   between the nodes unread; the users end up with the coordinator's signal.
-* **Firm**: ``train.report`` collects every node's reports,
-  :mod:`server.reports` validates them, and the firm trains on them through
-  :mod:`server.training` -- the same code as the vectorised engine, so the
-  metrics agree bit for bit -- and is evaluated on its test set.
+* **Collection**, by one of two roles, chosen once per run by the run config's
+  ``mode`` and never mixed:
+
+  - ``mode = "deploy"`` (real devices; ``collective-fairness-deploy``): the
+    **firm**. ``train.report`` collects one reported label per user (the label
+    the collective's single deployed cell gives), :mod:`server.reports`
+    validates the reports, and the firm trains on exactly those labels (both
+    directions: a reported 0 is trained as 0) and is evaluated on its test set.
+    It never sees a true label of a flipped user, so it cannot and does not
+    count flips; ``results.json`` records what it received, its metrics and the
+    rejections. The run fails at start (one line) if the scenario's grid has
+    more than one cell.
+  - ``mode = "evaluate"`` (the simulation backend's default): the
+    experimenter's **evaluator** (:mod:`server.evaluator`), not a firm.
+    ``evaluate.cells`` collects every user's counterfactual rows (true labels and
+    one reported row per cell), validated by the same intake, and every cell is
+    trained with the engine's own :mod:`server.training`, so metrics and flips
+    equal the vectorised engine's bit for bit. ``train.report`` is not sent.
 
 Nodes that error or time out are skipped and counted, malformed replies (of
 any record type) are rejected and counted by reason (:mod:`server.reports`),
-and the round completes: when no report is accepted the firm does not train,
-and the round's ``metrics`` are ``None`` with the reason in ``training``.
-A node's users are fixed by its first accepted report (:class:`Registry`).
-Results go to ``<run-dir>/results.json`` and ``<run-dir>/labels.npz``.
+and the round completes: when no report is accepted nothing is trained, and
+the round's ``metrics`` are ``None`` with the reason in ``training``. Which
+node reports for which users is fixed at sign-up from the ids each node
+declares in its join reply (:meth:`server.reports.Registry.declare`).
+Results go to ``<run-dir>/results.json`` and ``<run-dir>/labels.npz``, both
+readable by their owner only (mode 0600).
 """
 
 from __future__ import annotations
@@ -32,15 +48,17 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from joblib import Parallel, delayed
 
+from agents.errors import ConfigError
 from agents.protocol import JOIN, REPORT, CellGrid
 
+from .evaluator import Evaluator
 from .firm import make_estimator
 from .relay import coalition_signal, sign_up
-from .reports import Registry, Schema, assemble, validate_replies
+from .reports import Intake, Registry, Schema, assemble, validate_replies
 from .training import TestSet, firm_design, train_cells
 from .waves import Wire, copy_content, skip_empty_inbox_scans, wait_for_nodes
 
-__all__ = ["RUN_CONFIG", "FirmSpec", "RunSettings", "app", "firm_metrics", "load_firm_spec", "run_rounds",
+__all__ = ["MODES", "RUN_CONFIG", "FirmSpec", "ReportedFirm", "RunSettings", "app", "load_firm_spec", "run_rounds",
            "write_firm_spec"]
 
 app = ServerApp()
@@ -49,6 +67,7 @@ app = ServerApp()
 # [tool.flwr.app.config] and the simulation's generated app repeat it; a test
 # keeps them equal).
 RUN_CONFIG = {
+    "mode": "evaluate",  # "evaluate": the experimenter's evaluator (simulation); "deploy": the firm only
     "run-dir": "",  # folder with firm.npz + scenario.json
     "node-data-dir": "",  # simulation: node files are <node-data-dir>/node-<partition-id>.npz
     "rounds": 1,
@@ -58,6 +77,8 @@ RUN_CONFIG = {
     "node-timeout": 60.0,  # seconds a node has to answer one message (0: the wave's timeout)
     "max-in-flight": 0,  # messages in flight per wave (0: all)
 }
+MODE_EVALUATE, MODE_DEPLOY = "evaluate", "deploy"
+MODES = (MODE_EVALUATE, MODE_DEPLOY)
 
 
 @dataclass(frozen=True)
@@ -69,16 +90,22 @@ class RunSettings:
     timeout: float = RUN_CONFIG["round-timeout"]
     node_timeout: float = RUN_CONFIG["node-timeout"]
     window: int = RUN_CONFIG["max-in-flight"]
+    mode: str = RUN_CONFIG["mode"]
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ConfigError(f"run config mode = {self.mode!r} is not a mode; allowed: {', '.join(MODES)} "
+                              "(deploy: the firm only; evaluate: the experimenter's evaluator, simulation only)")
 
     @classmethod
     def from_run_config(cls, cfg) -> "RunSettings":
         cfg = {**RUN_CONFIG, **dict(cfg)}
         if not str(cfg["run-dir"]):
-            raise ValueError("run config 'run-dir' is empty: it must name the folder with firm.npz and scenario.json")
+            raise ConfigError("run config 'run-dir' is empty: it must name the folder with firm.npz and scenario.json")
         return cls(run_dir=Path(str(cfg["run-dir"])), rounds=int(cfg["rounds"]), expected_nodes=int(cfg["expected-nodes"]),
                    node_wait=float(cfg["node-wait"]), timeout=float(cfg["round-timeout"]),
                    node_timeout=float(cfg["node-timeout"]),
-                   window=int(cfg["max-in-flight"]))
+                   window=int(cfg["max-in-flight"]), mode=str(cfg["mode"]))
 
 
 @dataclass(frozen=True)
@@ -128,40 +155,70 @@ def load_firm_spec(run_dir) -> FirmSpec:
 # ------------------------------------------------------------------ the firm
 
 
-class _FirmWorkers:
-    """The firm's own worker processes for its grid of fits (results in task order)."""
+@dataclass
+class ReportedFirm:
+    """The firm of a deployment: it trains on exactly the labels reported to it.
 
-    def __init__(self, n_jobs: int):
-        self.n_jobs = n_jobs
-
-    def map(self, fn, tasks):
-        return Parallel(n_jobs=self.n_jobs, return_as="generator")(delayed(fn)(*task) for task in tasks)
-
-
-def firm_metrics(table: dict, spec: FirmSpec, *, n_jobs: int = 1) -> list[dict]:
-    """Train the firm on every label row of the reports and evaluate each on the test set.
-
-    Row 0 holds the labels when nobody relabels; the others are trained on
-    exactly the labels reported (a 1 -> 0 change is trained as 0), along
-    warm-start chains exactly as the vectorised engine does (same design
-    matrix, same chains in the same order), so the metrics match the engine's
-    bit for bit. The firm reads only the reports.
+    It receives only validated reports (one label per user), trains its model
+    on them as they are -- from scratch, with the engine's own code
+    (:func:`server.training.train_cells`), so its metrics equal the engine's
+    row of the deployed cell when the engine does not warm-start -- and is
+    evaluated on its own test set. It never sees a true label of a flipped
+    user, so flips are unknown to it.
     """
-    sc = spec.scenario
-    labels = table["labels"]
-    test = TestSet(spec.X_test, spec.y_test, spec.a_test, spec.X_test_cf)
-    estimator = make_estimator(sc["firm"]["model"], sc["firm"]["params"], random_state=spec.firm_seed)
-    # Row r > 0 is cell r - 1's reported labels; chains as the engine's: one per (method, alpha).
-    cells = [((cell.method, cell.alpha), labels[cell.index + 1]) for cell in _cells(spec)]
-    base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], cells, test,
-                                 warm=bool(sc["engine"]["warm_start"]), as_labels=True,
-                                 executor=_FirmWorkers(n_jobs) if n_jobs != 1 else None)
-    return [base, *per_cell]
+
+    estimator: object
+    test: TestSet
+    order: np.ndarray  # its customer list: rows of the table follow it
+    table: dict | None = None  # the last accepted reports (user ids, X, a, one label row)
+
+    message_type = REPORT
+    n_label_rows = 1
+    name = "firm"
+
+    def assess(self, intake: Intake, n_replies: int) -> dict:
+        """Train on the accepted reports; the round's record (what it received, its metrics)."""
+        table = assemble(intake.accepted, order=self.order)
+        if table is None:
+            return {"n_train": 0, "n_minority": 0, "received": _received(None),
+                    "training": f"skipped: no report was accepted ({n_replies} replies, {intake.n_rejected} rejected)",
+                    "metrics": None}
+        self.table = table
+        reported = table["labels"][0]
+        metrics, _ = train_cells(self.estimator, firm_design(self.estimator, table["X"]), reported, [], self.test)
+        return {"n_train": int(table["user_ids"].size), "n_minority": int((table["a"] == 1).sum()),
+                "received": _received(table), "training": "trained", "metrics": metrics}
+
+
+def _received(table: dict | None) -> dict:
+    """What the firm received: users and positive labels, overall and per group of ``a``."""
+    if table is None:
+        return {"users": 0, "positive": 0, "by_group": {}}
+    y, a = table["labels"][0], table["a"]
+    return {"users": int(y.size), "positive": int(y.sum()),
+            "by_group": {str(int(g)): {"users": int((a == g).sum()), "positive": int(y[a == g].sum())}
+                         for g in np.unique(a)}}
 
 
 def _cells(spec: FirmSpec) -> CellGrid:
     c = spec.scenario["collective"]
     return CellGrid.of(c["methods"], c["alphas"], c["budgets"])
+
+
+def _role(mode: str, spec: FirmSpec, cells: CellGrid, n_jobs: int):
+    """The run's one collection role: the firm (deploy) or the evaluator (evaluate)."""
+    sc = spec.scenario
+    estimator = make_estimator(sc["firm"]["model"], sc["firm"]["params"], random_state=spec.firm_seed)
+    test = TestSet(spec.X_test, spec.y_test, spec.a_test, spec.X_test_cf)
+    if mode == MODE_DEPLOY:
+        if len(cells) != 1:
+            raise ConfigError(
+                f"run config mode = 'deploy' runs the one cell the collective deploys, but the scenario's grid has "
+                f"{len(cells)} cells ({len(cells.methods)} methods x {len(cells.alphas)} alphas x "
+                f"{len(cells.budgets)} budgets); allowed: one method, one alpha and one budget "
+                "(collective-fairness-deploy --cell METHOD:ALPHA:BUDGET), or mode = 'evaluate' (the experimenter's view)")
+        return ReportedFirm(estimator, test, spec.customer_ids)
+    return Evaluator(cells, estimator, test, spec.customer_ids, warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs)
 
 
 # ------------------------------------------------------------------ rounds
@@ -170,82 +227,81 @@ def _cells(spec: FirmSpec) -> CellGrid:
 def run_rounds(grid: Grid, settings: RunSettings) -> dict:
     """Run every round and write the results; returns the results dict."""
     spec = load_firm_spec(settings.run_dir)
-    sc = spec.scenario
     cells = _cells(spec)
-    n_jobs = int(sc["engine"].get("n_jobs", 1))
+    n_jobs = int(spec.scenario["engine"].get("n_jobs", 1))
     if n_jobs == -1:
         n_jobs = os.cpu_count() or 1
+    role = _role(settings.mode, spec, cells, n_jobs)  # a deployment of several cells fails here, before anything
     t_start = time.perf_counter()
-    if n_jobs != 1:  # start the firm's worker processes while the coalition talks
+    if settings.mode == MODE_EVALUATE and n_jobs != 1:  # start the evaluator's workers while the coalition talks
         threading.Thread(target=_prewarm, args=(n_jobs,), daemon=True).start()
     nodes = wait_for_nodes(grid, settings.expected_nodes, settings.node_wait)
-    results = {"expected_nodes": settings.expected_nodes, "connected_nodes": len(nodes),
+    results = {"mode": settings.mode, "role": role.name,
+               "expected_nodes": settings.expected_nodes, "connected_nodes": len(nodes),
                "node_wait_seconds": time.perf_counter() - t_start, "rounds": []}
-    table, coalition, registry, schema = None, None, Registry(), spec.schema
+    coalition, registry, schema = None, Registry(), spec.schema
     for round_ in range(1, settings.rounds + 1):
         t0 = time.perf_counter()
         wire = Wire(grid, round_, settings.timeout, settings.window, keep=(JOIN,), node_timeout=settings.node_timeout)
         log = wire.log
         if coalition is None:
             coalition = sign_up(wire, nodes)
-            registry.declared.update(_declared_users(wire.kept.get(JOIN, {})))
+            results["sign_up"] = _declare(registry, wire.kept.get(JOIN, {}))
         signal, summary = coalition_signal(wire, coalition, cells)
         users = coalition.users
         t1 = time.perf_counter()
-        got = wire.wave({n: copy_content(signal) for n in users}, REPORT)
+        got = wire.wave({n: copy_content(signal) for n in users}, role.message_type)
         intake = validate_replies([(n, r.content) for n, r in got.items()], n_features=spec.n_features,
-                                  n_label_rows=len(cells) + 1, known_ids=spec.customer_ids, schema=schema,
+                                  n_label_rows=role.n_label_rows, known_ids=spec.customer_ids, schema=schema,
                                   registry=registry)
         t2 = time.perf_counter()
-        round_table = assemble(intake.accepted, order=spec.customer_ids)
-        if round_table is None:
-            metrics, training = None, f"skipped: no report was accepted ({len(got)} replies, {intake.n_rejected} rejected)"
-            up = down = np.zeros(len(cells), dtype=np.int64)
-            n_train = n_minority = 0
-        else:
-            table = round_table
-            metrics, training = firm_metrics(table, spec, n_jobs=n_jobs), "trained"
-            base, rows = table["labels"][0], table["labels"][1:]
-            up, down = ((rows == 1) & (base == 0)).sum(axis=1), ((rows == 0) & (base == 1)).sum(axis=1)
-            n_train, n_minority = int(table["user_ids"].size), int((table["a"] == 1).sum())
+        assessed = role.assess(intake, len(got))
         t3 = time.perf_counter()
+        head = {k: assessed.pop(k) for k in ("n_train", "n_minority", "training")}
         results["rounds"].append({
             "round": round_,
-            "n_train": n_train,
-            "n_minority": n_minority,
-            "training": training,
-            "nodes": {"users": len(users), "reports_accepted": len(intake.accepted),
-                      "reports_rejected": dict(intake.rejected), "rejected_nodes": {str(k): v for k, v in intake.rejected_nodes.items()}},
+            **head,
+            "nodes": intake.summary(len(users)),
             "messages": {k: dict(v) for k, v in log.counts.items()},
             "errors": log.error_reasons[:20],
-            "coalition": summary,
-            "flips": (up + down).tolist(),  # reported labels that differ from row 0, per cell
-            "flips_0_to_1": up.tolist(),
-            "flips_1_to_0": down.tolist(),
-            "metrics": metrics,
+            "coalition": summary,  # the coordinator's public summary (the relay's log, not the firm's)
+            **assessed,  # evaluator: flips and metrics per cell; firm: what it received, its metrics
             "seconds": {"coalition": t1 - t0, "collection": t2 - t1, "training": t3 - t2, "round": t3 - t0},
             "wave_seconds": log.seconds,
         })
         _write_json(settings.run_dir / "results.json", results)
-    if table is not None:
-        with open(settings.run_dir / "labels.npz", "wb") as fh:
-            np.savez(fh, user_ids=table["user_ids"], labels=table["labels"])
+    if role.table is not None:  # labels per user are private: 0600
+        table = role.table
+        _write_private(settings.run_dir / "labels.npz",
+                       lambda fh: np.savez(fh, user_ids=table["user_ids"], labels=table["labels"]))
     results["seconds"] = time.perf_counter() - t_start
     _write_json(settings.run_dir / "results.json", results)
     return results
 
 
-def _declared_users(joined: dict) -> dict:
-    """``n_users`` each node declared in its join reply (malformed declarations are ignored)."""
-    out = {}
+def _declare(registry: Registry, joined: dict) -> dict:
+    """Sign-up: what each node declared in its join reply's ``node`` record -- ``n_users``
+    (the size bound of its reports) and ``user_ids`` (the users it reports for, owned for
+    the run). Malformed declarations are ignored (such a node owns the ids of its first
+    accepted report). Returns the counts ``results.json`` records."""
+    ids_by_node = {}
     for node_id, reply in joined.items():
         try:
-            n = reply.content["node"]["n_users"]
+            node = reply.content["node"]
         except Exception:
             continue
-        if isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0:
-            out[node_id] = int(n)
-    return out
+        n = node.get("n_users") if hasattr(node, "get") else None
+        if _is_int(n) and n >= 0:
+            registry.declared[node_id] = int(n)
+        ids = node.get("user_ids") if hasattr(node, "get") else None
+        if isinstance(ids, list) and all(_is_int(u) for u in ids):
+            ids_by_node[node_id] = ids
+    contested = registry.declare(ids_by_node)
+    return {"nodes_declaring_ids": len(ids_by_node), "contested_ids": contested}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _prewarm(n_jobs: int) -> None:
@@ -256,10 +312,21 @@ def _prewarm(n_jobs: int) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, default=_json_default)
-    os.replace(tmp, path)
+    _write_private(path, lambda fh: fh.write(json.dumps(obj, default=_json_default).encode("utf-8")))
+
+
+def _write_private(path: Path, write) -> None:
+    """Write a file readable by its owner only (0600), atomically: a 0600 temporary file
+    in the same folder, then renamed over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _json_default(o):

@@ -26,7 +26,7 @@ import pandas as pd
 
 from agents.errors import DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
-from agents.protocol import CellGrid
+from agents.protocol import EVALUATE, REPORT, CellGrid
 from server.server_app import write_firm_spec
 
 from ..engine import load_data
@@ -130,12 +130,19 @@ def node_files_removed(files: RunFiles, *, keep: bool = False):
 
 
 def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = -1) -> pd.DataFrame:
-    """The engine's tidy rows from one round of a Flower run's results."""
+    """The engine's tidy rows from one round of a Flower run's results.
+
+    From the evaluator's results (``mode = "evaluate"``): the base row and one row
+    per cell, as the vectorised engine's. From a deployment's (``mode = "deploy"``,
+    the firm only): one row, the deployed cell, with the firm's metrics; its
+    ``flips`` are NaN, since the firm never sees who flipped, and there is no base
+    row (the firm never trains on the true labels).
+    """
     r = results["rounds"][round_]
     config = config_columns(scenario, dataset, backend="flower")
     coalition = r["coalition"]
     metrics = r["metrics"]
-    if metrics is None:  # the firm accepted no report that round: nothing was trained
+    if metrics is None:  # no report was accepted that round: nothing was trained
         rejected = ", ".join(f"{n} {why}" for why, n in r["nodes"]["reports_rejected"].items()) or "none"
         raise DataError(f"seed {seed}: round {r['round']} of the federation accepted no report (rejected: {rejected}; "
                         f"{r.get('training', 'not trained')}); allowed: a round where at least one node's report "
@@ -143,30 +150,41 @@ def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = 
     extra = {"round": r["round"], "reports_rejected": sum(r["nodes"]["reports_rejected"].values()),
              "nodes_failed": sum(v.get("errors", 0) + v.get("timeouts", 0) for v in r["messages"].values())}
     common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}
-    rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **metrics[0], **extra}]
     c = scenario.collective
-    for cell in CellGrid.of(c.methods, c.alphas, c.budgets):
+    grid = CellGrid.of(c.methods, c.alphas, c.budgets)
+
+    def cell_row(cell, flips, cell_metrics):
         get = lambda key, default=np.nan: coalition[key][cell.index] if key in coalition else default  # noqa: E731
         columns = cell_columns(cell.method, cell.alpha, cell.budget,
                                n_members=coalition["n_members"][cell.alpha_index] if coalition else 0,
-                               pool_size=get("pool_size", 0), m=get("m", 0), flips=r["flips"][cell.index],
-                               threshold=get("score"))
-        rows.append({**common, **columns, **method_columns(c.scorer_params(), cell.method), **metrics[cell.index + 1],
-                     **extra})
+                               pool_size=get("pool_size", 0), m=get("m", 0), flips=flips, threshold=get("score"))
+        return {**common, **columns, **method_columns(c.scorer_params(), cell.method), **cell_metrics, **extra}
+
+    if results.get("mode") == "deploy":
+        if len(grid) != 1:
+            raise DataError(f"seed {seed}: a deployment's results hold one cell, but the scenario has {len(grid)}; "
+                            "allowed: the one-cell scenario the deployment ran")
+        (cell,) = grid
+        return pd.DataFrame([cell_row(cell, np.nan, metrics)])  # flips: unknown to the firm
+    rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **metrics[0], **extra}]
+    rows += [cell_row(cell, r["flips"][cell.index], metrics[cell.index + 1]) for cell in grid]
     return pd.DataFrame(rows)
 
 
 def round_line(record: dict, rounds: int) -> str:
-    """One line a person can follow for a finished round of ``results.json``."""
+    """One line a person can follow for a finished round of ``results.json`` (either role)."""
     messages = record.get("messages", {})
-    report = messages.get("train.report", {})
+    report = messages.get(EVALUATE) or messages.get(REPORT) or {}
     rejected = record.get("nodes", {}).get("reports_rejected", {})
     failed = sum(v.get("errors", 0) + v.get("timeouts", 0) for v in messages.values())
     seconds = record.get("seconds", {})
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items() if k != "round")
     why = ", ".join(f"{n} {reason}" for reason, n in rejected.items()) or "none"
+    got = record.get("received")  # the firm's rounds: what it received
+    received = f" (the firm received {got['users']} users, {got['positive']} positive labels)" if got else ""
     return (f"round {record.get('round', '?')}/{rounds}: {report.get('ok', 0)}/{report.get('sent', 0)} nodes "
-            f"reported, rejected: {why}, failed or timed out: {failed}; {seconds.get('round', 0):.1f} s ({phases})")
+            f"reported{received}, rejected: {why}, failed or timed out: {failed}; {seconds.get('round', 0):.1f} s "
+            f"({phases})")
 
 
 class RoundWatch:

@@ -7,7 +7,7 @@ import uuid
 from typing import Callable, Iterable
 
 from agents.client_app import app as client_app
-from server.server_app import RunSettings, run_rounds
+from server.server_app import RUN_CONFIG, RunSettings, run_rounds
 
 from .files import RunFiles
 
@@ -81,9 +81,12 @@ class InProcessGrid:
         return self.pull_messages(self.push_messages(list(messages)))
 
 
-def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None = None) -> dict:
-    """Run the ServerApp against in-process nodes (no Flower runtime)."""
+def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None = None,
+                   mode: str = RUN_CONFIG["mode"]) -> dict:
+    """Run the ServerApp against in-process nodes (no Flower runtime); ``mode`` as the run
+    config's: ``"evaluate"`` (the experimenter's evaluator) or ``"deploy"`` (the firm only)."""
     node_configs = [{"partition-id": i, "num-partitions": files.n_nodes} for i in range(files.n_nodes)]
     grid = InProcessGrid(node_configs, {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
-    settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0)
+    settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0,
+                           mode=mode)
     return run_rounds(grid, settings)

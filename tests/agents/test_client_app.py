@@ -85,6 +85,7 @@ def test_join_sends_only_minority_membership_tickets(world, files):
     np.testing.assert_array_equal(tickets, world.member_tickets[:25][minority])
     np.testing.assert_array_equal(reply.content["join"]["user_ids"].numpy(), world.user_ids[:25][minority])
     assert reply.content["node"]["role"] == "users" and reply.content["node"]["n_users"] == 25
+    assert reply.content["node"]["user_ids"] == world.user_ids[:25].tolist()  # the firm's customers it reports for
     assert set(reply.content.array_records) == {"join"}  # nothing else leaves the node
 
     reply = ca.app(_message("query.join", RecordDict()), _context(files[1]))
@@ -134,9 +135,10 @@ def test_full_protocol_on_one_node_gives_the_engine_flips(world, files):
     ask = RecordDict({"stage": ConfigRecord({"stage": "thresholds"}), "member-0": scored.content["candidates"]})
     answer = ca.app(_message("query.coordinate", ask), coord_ctx)
     content = RecordDict({k: v for k, v in answer.content.items() if k != "summary"})
-    report = ca.app(_message("train.report", content), users_ctx).content["report"]
+    report = ca.app(_message("evaluate.cells", content), users_ctx).content["report"]
     labels = report["labels"].numpy()
     assert labels.shape == (len(GRID) + 1, 25)
+    np.testing.assert_array_equal(labels[0], world.prepared.y_train[:25])  # row 0: the true labels
     np.testing.assert_array_equal(report["user_ids"].numpy(), world.user_ids[:25])
 
     # The same 25 users decided by a plain loop over the rule's primitives, as if
@@ -196,7 +198,37 @@ def test_report_before_scores_is_refused(files):
         "plan": ConfigRecord(CellGrid.of(["rb-prob"], [0.5], [0.1, 0.2]).to_config()),
     })
     with pytest.raises(ValueError, match="before query.scores"):
-        ca.app(_message("train.report", content), _context(files[0]))
+        ca.app(_message("evaluate.cells", content), _context(files[0]))
+
+
+def test_the_firm_gets_one_label_per_user_and_only_from_a_one_cell_plan(world, files):
+    """train.report: the deployed cell's label and nothing else; a grid of cells is refused."""
+    grid = CellGrid.of(["rb-prob"], [0.6], [1.0])
+    p = world.prepared
+    users_ctx, coord_ctx = _context(files[0]), _context(files[1])
+    joined = ca.app(_message("query.join", RecordDict()), users_ctx)
+    coord = load_node_file(files[1])
+    one = write_coordinator_file(files[1].parent / "one-cell.npz", grid=grid, params=TOY.collective.scorer_params(),
+                                 X_ref=coord.X_ref, y_ref=coord.y_ref, membership_key=world.membership_key,
+                                 tie_key=world.tie_key, token="secret")
+    coord_ctx = _context(one)
+    ask = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"}), "member-0": joined.content["join"],
+                      "registered": ConfigRecord({"0": 25})})
+    signal = ca.app(_message("query.coordinate", ask), coord_ctx)
+    scored = ca.app(_message("query.scores", RecordDict(dict(signal.content))), users_ctx)
+    ask = RecordDict({"stage": ConfigRecord({"stage": "thresholds"}), "member-0": scored.content["candidates"]})
+    answer = ca.app(_message("query.coordinate", ask), coord_ctx)
+    content = lambda: RecordDict({k: v for k, v in answer.content.items() if k != "summary"})  # noqa: E731
+    report = ca.app(_message("train.report", content()), users_ctx).content["report"]
+    rows = ca.app(_message("evaluate.cells", content()), users_ctx).content["report"]["labels"].numpy()
+    labels = report["labels"].numpy()
+    assert labels.shape == (1, 25)  # one label per user, no row of true labels
+    np.testing.assert_array_equal(labels[0], rows[1])
+    flipped = rows[1] != p.y_train[:25]
+    assert flipped.any() and (labels[0][flipped] == 1).all()  # a flipped user reports 1, only 1
+    several = RecordDict({**dict(content()), "plan": ConfigRecord(GRID.to_config())})
+    with pytest.raises(ValueError, match=f"plan has {len(GRID)} cells; allowed: exactly one"):
+        ca.app(_message("train.report", several), users_ctx)
 
 
 def test_scores_are_remembered_and_the_knowledge_is_asked_for_only_when_missing(files):

@@ -140,7 +140,7 @@ def test_a_round_with_one_dead_node_among_ten_ends_in_seconds(dataset, tmp_path)
     dead = 1003
     r, seconds = _run(files, tmp_path, dead_after_signup=dead)
     assert seconds < 5.0  # the waves' timeout is 600 s, the per-node deadline 30 s
-    report = r["messages"]["train.report"]
+    report = r["messages"]["evaluate.cells"]
     assert report["sent"] == 9 and report["ok"] == 8 and report["timeouts"] == 1
     # Given up once, as offline, in the first wave after it died; skipped by the round's later waves.
     assert sum(c.get("offline", 0) for c in r["messages"].values()) == 1
@@ -183,5 +183,5 @@ def test_a_silent_node_costs_one_node_deadline_per_round_not_one_per_wave(datase
     for r in results["rounds"]:
         waited = [t for t, c in r["messages"].items() if c["timeouts"] and not c.get("skipped")]
         assert len(waited) <= 1, r["messages"]
-        assert r["messages"]["train.report"]["ok"] == 8 and r["messages"]["train.report"]["timeouts"] == 1
+        assert r["messages"]["evaluate.cells"]["ok"] == 8 and r["messages"]["evaluate.cells"]["timeouts"] == 1
         assert r["n_train"] == results["rounds"][0]["n_train"]

@@ -76,7 +76,7 @@ def test_every_malformed_reply_is_rejected_and_counted(dataset, tmp_path):
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=5)  # 12 user nodes + coordinator
 
     def tamper(node_id, msg, reply):
-        if msg.metadata.message_type != "train.report" or node_id not in FAULTS:
+        if msg.metadata.message_type != "evaluate.cells" or node_id not in FAULTS:
             return reply
         return FAULTS[node_id][0](msg, reply)
 
@@ -89,7 +89,7 @@ def test_every_malformed_reply_is_rejected_and_counted(dataset, tmp_path):
         assert all(np.isfinite(m["error"]) for m in r["metrics"])
     # The 1e300 row changed nothing: the metrics are those of a run without that node.
     clean = run_in_process(files, rounds=1, tamper=lambda n, msg, reply: (
-        None if msg.metadata.message_type == "train.report" and n in FAULTS else reply))
+        None if msg.metadata.message_type == "evaluate.cells" and n in FAULTS else reply))
     assert clean["rounds"][0]["metrics"] == results["rounds"][0]["metrics"]
 
 
@@ -97,7 +97,7 @@ def test_a_round_where_every_report_is_rejected_completes(dataset, tmp_path):
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=20)
 
     def first_round_bad(node_id, msg, reply):
-        if msg.metadata.message_type == "train.report" and int(msg.content["round"]["round"]) == 1:
+        if msg.metadata.message_type == "evaluate.cells" and int(msg.content["round"]["round"]) == 1:
             return _reply(msg, report=record_of(**{**_arrays(reply), "labels": _arrays(reply)["labels"] + 5}))
         return reply
 
@@ -118,7 +118,7 @@ def test_owners_keep_their_users(dataset, tmp_path):
     ids = {i: load_node_file(files.node_files[i]).user_ids for i in range(12)}
 
     def tamper(node_id, msg, reply):
-        if msg.metadata.message_type != "train.report" or int(msg.content["round"]["round"]) == 1:
+        if msg.metadata.message_type != "evaluate.cells" or int(msg.content["round"]["round"]) == 1:
             return reply
         if node_id == 1001:
             return _reply(msg, report=record_of(**{**_arrays(reply), "user_ids": ids[2]}))
@@ -143,7 +143,7 @@ def test_claims_beyond_the_declared_users_are_rejected_from_the_first_report(dat
     dead = load_node_file(files.node_files[4])
 
     def tamper(node_id, msg, reply):
-        if msg.metadata.message_type != "train.report":
+        if msg.metadata.message_type != "evaluate.cells":
             return reply
         if node_id == 1004:
             return None
@@ -164,7 +164,7 @@ def test_a_reported_one_to_zero_change_is_trained_as_zero(dataset, tmp_path):
     ones = np.flatnonzero(y0 == 1)[:2]
 
     def tamper(node_id, msg, reply):
-        if msg.metadata.message_type != "train.report" or node_id != 1000:
+        if msg.metadata.message_type != "evaluate.cells" or node_id != 1000:
             return reply
         r = _arrays(reply)
         labels = np.array(r["labels"], copy=True)

@@ -45,7 +45,7 @@ def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, t
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=5)  # 12 user nodes + coordinator
     stolen = load_node_file(files.node_files[3]).user_ids
 
-    def steal(arrays):  # node 2 claims node 3's users
+    def steal(arrays):  # node 2 claims node 3's users: they are node 3's since sign-up
         arrays["user_ids"] = stolen
 
     faults = {
@@ -57,7 +57,7 @@ def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, t
     }
 
     def tamper(node_id, msg, reply):
-        if msg.metadata.message_type != "train.report":
+        if msg.metadata.message_type != "evaluate.cells":
             return reply
         return faults[node_id](msg, reply) if node_id in faults else reply
 
@@ -67,26 +67,25 @@ def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, t
 
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     for r in results["rounds"]:
-        assert r["nodes"]["reports_rejected"] == {"non-finite": 1, "labels": 1, "duplicate-user": 2}
-        assert r["nodes"]["rejected_nodes"] == {"1000": "non-finite", "1001": "labels", "1002": "duplicate-user",
-                                                "1003": "duplicate-user"}
-        assert r["messages"]["train.report"] == {"sent": 12, "ok": 10, "errors": 1, "timeouts": 1}
-        assert r["nodes"]["reports_accepted"] == 6
-        assert r["n_train"] == 30  # 6 clean nodes x 5 users
+        assert r["nodes"]["reports_rejected"] == {"non-finite": 1, "labels": 1, "not-owner": 1}
+        assert r["nodes"]["rejected_nodes"] == {"1000": "non-finite", "1001": "labels", "1002": "not-owner"}
+        assert r["messages"]["evaluate.cells"] == {"sent": 12, "ok": 10, "errors": 1, "timeouts": 1}
+        assert r["nodes"]["reports_accepted"] == 7  # the owner keeps its users
+        assert r["n_train"] == 35  # 7 clean nodes x 5 users
         assert all(np.isfinite(m["error"]) for m in r["metrics"])
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["rounds"][1]["nodes"] == results["rounds"][1]["nodes"]
     labels = np.load(tmp_path / "labels.npz")
-    assert labels["labels"].shape == (1 + 2 * 2 * 2, 30)
+    assert labels["labels"].shape == (1 + 2 * 2 * 2, 35)
 
 
 def test_firm_trains_on_the_accepted_reports_only(dataset, tmp_path):
     """With one node dropped, the metrics are the engine's firm trained on the remaining users."""
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=10)
-    drop = lambda node_id, msg, reply: None if (node_id == 1000 and msg.metadata.message_type == "train.report") else reply
+    drop = lambda node_id, msg, reply: None if (node_id == 1000 and msg.metadata.message_type == "evaluate.cells") else reply
     results = run_in_process(files, rounds=1, tamper=drop)
     r = results["rounds"][0]
-    assert r["n_train"] == 50 and r["messages"]["train.report"]["timeouts"] == 1
+    assert r["n_train"] == 50 and r["messages"]["evaluate.cells"]["timeouts"] == 1
 
     from server.firm import Firm, make_estimator
 

@@ -168,7 +168,7 @@ def test_a_round_without_any_accepted_report_is_one_clear_error_in_the_table(dat
     files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=20)
 
     def garbage_first_round(node_id, msg, reply):
-        if msg.metadata.message_type == "train.report" and int(msg.content["round"]["round"]) == 1:
+        if msg.metadata.message_type == "evaluate.cells" and int(msg.content["round"]["round"]) == 1:
             arrays = arrays_of(reply.content["report"])
             return Message(RecordDict({"report": record_of(**{**arrays, "labels": arrays["labels"] + 5})}),
                            reply_to=msg)

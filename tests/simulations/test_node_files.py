@@ -66,6 +66,20 @@ def test_a_rerun_into_a_folder_left_open_closes_it(dataset, tmp_path, open_umask
     assert load_node_file(files.node_files[0]).user_ids.size == 30
 
 
+@pytest.mark.parametrize("run_mode", ["evaluate", "deploy"])
+def test_the_serverapps_results_and_labels_are_readable_by_their_owner_only(dataset, tmp_path, open_umask, run_mode):
+    """labels.npz holds a label per user (the evaluator's: true labels too): 0600, also over an older open file."""
+    one_cell = TOY.replace(collective__methods=("random",))  # a deployment runs one cell
+    files = prepare_run(one_cell, 0, tmp_path, dataset=dataset, agents_per_node=30)
+    for name in ("labels.npz", "results.json"):
+        (tmp_path / name).write_bytes(b"old")
+        os.chmod(tmp_path / name, 0o644)
+    run_in_process(files, rounds=1, mode=run_mode)
+    assert mode(tmp_path / "results.json") == 0o600 and mode(tmp_path / "labels.npz") == 0o600
+    assert np.load(tmp_path / "labels.npz")["labels"].shape == ((1 if run_mode == "deploy" else 2), 60)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 def test_a_node_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch, open_umask):
     args = dict(user_ids=np.arange(3), X=np.zeros((3, 2)), a=np.zeros(3), y=np.ones(3), membership_key=1, tie_key=2)
     path = write_users_file(tmp_path / "new" / "me.npz", **args)

@@ -1,0 +1,103 @@
+"""The experimenter's evaluator: every cell of the grid, from users' counterfactual rows.
+
+Not the firm. A real firm receives one label per user and cannot tell a
+flipped label from a true one; the experiment wants more: for every cell of
+the grid (methods x alphas x budgets), what the firm *would* train and who
+flipped. In simulation (run config ``mode = "evaluate"``) the ServerApp plays
+this role instead of the firm: an ``evaluate.cells`` wave asks each user node
+for its counterfactual rows -- row 0 the true labels, then the reported labels
+of every cell -- validates them with the firm's own intake
+(:mod:`server.reports`), and trains every cell with
+:func:`server.training.train_cells`, the vectorised engine's own code (same
+design matrix, same warm-start chains in the same order), so the metrics equal
+the engine's bit for bit. Flips are counted per cell against row 0, in both
+directions.
+
+A deployment (``mode = "deploy"``) never runs it: there the firm's
+``train.report`` wave carries one reported label per user and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from joblib import Parallel, delayed
+
+from agents.protocol import EVALUATE, CellGrid
+
+from .reports import Intake, assemble
+from .training import TestSet, firm_design, train_cells
+
+__all__ = ["Evaluator", "cell_metrics", "flip_counts"]
+
+
+class _Workers:
+    """The evaluator's own worker processes for its grid of fits (results in task order)."""
+
+    def __init__(self, n_jobs: int):
+        self.n_jobs = n_jobs
+
+    def map(self, fn, tasks):
+        return Parallel(n_jobs=self.n_jobs, return_as="generator")(delayed(fn)(*task) for task in tasks)
+
+
+def cell_metrics(table: dict, cells: CellGrid, *, estimator, test: TestSet, warm: bool = True,
+                 n_jobs: int = 1) -> list[dict]:
+    """Train on row 0 (nobody relabels) and on every cell's reported labels; evaluate each.
+
+    Row ``r > 0`` is cell ``r - 1``'s reported labels, trained exactly as given
+    (a 1 -> 0 change is trained as 0), along warm-start chains exactly as the
+    vectorised engine does: one chain per (method, alpha). Returns the base
+    metrics followed by one dict per cell.
+    """
+    labels = table["labels"]
+    chained = [((cell.method, cell.alpha), labels[cell.index + 1]) for cell in cells]
+    base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], chained, test,
+                                 warm=warm, as_labels=True, executor=_Workers(n_jobs) if n_jobs != 1 else None)
+    return [base, *per_cell]
+
+
+def flip_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, the reported labels that differ from row 0: (0 -> 1, 1 -> 0)."""
+    base, rows = labels[0], labels[1:]
+    return ((rows == 1) & (base == 0)).sum(axis=1), ((rows == 0) & (base == 1)).sum(axis=1)
+
+
+@dataclass
+class Evaluator:
+    """The evaluator's side of a run: its grid, the model it simulates and the test set."""
+
+    cells: CellGrid
+    estimator: object
+    test: TestSet
+    order: np.ndarray  # the customer list: rows of the table follow it
+    warm: bool = True
+    n_jobs: int = 1
+    table: dict | None = field(default=None, repr=False)  # the last accepted counterfactual rows
+
+    message_type = EVALUATE
+    name = "evaluator"
+
+    @property
+    def n_label_rows(self) -> int:
+        return len(self.cells) + 1
+
+    def assess(self, intake: Intake, n_replies: int) -> dict:
+        """Train every cell on the accepted rows; the round's record (flips and metrics per cell)."""
+        table = assemble(intake.accepted, order=self.order)
+        if table is None:
+            zeros = np.zeros(len(self.cells), dtype=np.int64)
+            return {"n_train": 0, "n_minority": 0,
+                    "training": f"skipped: no report was accepted ({n_replies} replies, {intake.n_rejected} rejected)",
+                    **self._flips(zeros, zeros), "metrics": None}
+        self.table = table
+        metrics = cell_metrics(table, self.cells, estimator=self.estimator, test=self.test, warm=self.warm,
+                               n_jobs=self.n_jobs)
+        return {"n_train": int(table["user_ids"].size), "n_minority": int((table["a"] == 1).sum()),
+                "training": "trained", **self._flips(*flip_counts(table["labels"])), "metrics": metrics}
+
+    @staticmethod
+    def _flips(up, down) -> dict:
+        return {"flips": (up + down).tolist(),  # reported labels that differ from row 0, per cell
+                "flips_0_to_1": up.tolist(), "flips_1_to_0": down.tolist()}
