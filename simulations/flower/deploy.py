@@ -11,6 +11,15 @@ prints the shell commands. The node files (users' records, the coordinator's
 token) are written 0600 and removed after the run, also when it fails, unless
 ``--keep-node-files``; with ``--print-commands`` they stay (the user starts the
 nodes) and the last printed line removes them.
+
+Who plays the ServerApp's collection role (run config ``mode``): by default
+the **firm** (``mode = "deploy"``): every node reports one label per user,
+the label the collective's deployed cell gives, so the scenario's grid must
+hold exactly one cell (``--cell METHOD:ALPHA:BUDGET`` picks one); the firm
+trains on those labels and cannot count flips. ``--evaluate`` runs the
+experimenter's evaluator instead (``mode = "evaluate"``: every node sends its
+true labels and one reported row per cell): a loopback view of the whole grid
+for experiments, never what a real firm receives.
 """
 
 from __future__ import annotations
@@ -112,13 +121,15 @@ class Deployment(FlwrProcesses):
             stop_process(proc, grace=5.0)
         self.processes = []
 
-    def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0, on_round=None) -> dict:
+    def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0, on_round=None,
+            mode: str = "deploy") -> dict:
         """``flwr run`` the app against the nodes and wait for the ServerApp's results;
-        ``on_round(line)`` hears about every round as it finishes."""
+        ``on_round(line)`` hears about every round as it finishes. ``mode``: ``"deploy"``
+        (the firm only) or ``"evaluate"`` (the experimenter's evaluator)."""
         results_path = self.files.run_dir / "results.json"
         results_path.unlink(missing_ok=True)
         run_config = {"run-dir": str(self.files.run_dir), "rounds": int(rounds), "expected-nodes": self.files.n_nodes,
-                      "node-wait": float(node_wait), "round-timeout": float(timeout)}
+                      "node-wait": float(node_wait), "round-timeout": float(timeout), "mode": str(mode)}
         proc = self._flwr("run", ".", CONNECTION, "--format", "json", "--run-config", config_args(run_config))
         import json
 
@@ -148,14 +159,19 @@ class Deployment(FlwrProcesses):
 
 
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
-                dataset=None, timeout: float | None = None, on_round=None,
+                dataset=None, timeout: float | None = None, on_round=None, mode: str = "deploy",
                 keep_node_files: bool | None = None) -> tuple[pd.DataFrame, dict]:
     """Run one seed on a local deployment; returns the engine's rows and the raw results.
+
+    ``mode = "deploy"`` (the firm only; the scenario must hold exactly one cell: one row,
+    flips unknown) or ``"evaluate"`` (the experimenter's evaluator: every cell, as the
+    other backends).
 
     The node files are removed when the run ends (also when it fails) unless ``keep_node_files``
     (default: ``[flower] keep-node-files``)."""
     from ..engine import load_data
 
+    check_mode(scenario, mode)  # before any file is written or process started
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     workdir = Path(workdir).resolve()
     files = prepare_run(scenario, seed, results_path_of(workdir, seed).parent, dataset=dataset,
@@ -163,8 +179,43 @@ def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = N
     keep = scenario.flower.keep_node_files if keep_node_files is None else bool(keep_node_files)
     with node_files_removed(files, keep=keep), Deployment(files, workdir) as dep:  # nodes stop, then files go
         results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
-                          on_round=on_round)
+                          on_round=on_round, mode=mode)
     return results_frame(scenario, dataset, seed, results), results
+
+
+MODES = ("deploy", "evaluate")
+
+
+def check_mode(scenario, mode: str) -> None:
+    """One clear line unless ``mode`` is known and, for ``deploy``, the grid holds one cell."""
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r}; allowed: {', '.join(MODES)}")
+    c = scenario.collective
+    n = len(c.methods) * len(c.alphas) * len(c.budgets)
+    if mode == "deploy" and n != 1:
+        raise ConfigError(f"a deployment runs the one cell the collective deploys, but the scenario's grid has {n} "
+                          f"cells ({len(c.methods)} methods x {len(c.alphas)} alphas x {len(c.budgets)} budgets); "
+                          "allowed: --cell METHOD:ALPHA:BUDGET (e.g. rb-prob:0.3:0.2), a scenario with one method, one "
+                          "alpha and one budget, or --evaluate (the experimenter's loopback view of every cell, not a "
+                          "firm's)")
+
+
+def parse_cell(value: str) -> dict:
+    """``METHOD:ALPHA:BUDGET`` as scenario changes (validated by the scenario's own rules): a
+    budget with a decimal point or exponent is a fraction of the pool, a whole number a count."""
+    allowed = ("allowed: METHOD:ALPHA:BUDGET, e.g. rb-prob:0.3:0.2 (a budget written with a decimal point is a "
+               "fraction of the candidate pool, a whole number a count of flips)")
+    parts = str(value).split(":")
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ConfigError(f"--cell {value!r} is not METHOD:ALPHA:BUDGET; {allowed}")
+    method, alpha, budget = (p.strip() for p in parts)
+    try:
+        alpha_value = float(alpha)
+        budget_value = int(budget) if budget.lstrip("+-").isdigit() else float(budget)
+    except ValueError:
+        raise ConfigError(f"--cell {value!r}: alpha {alpha!r} or budget {budget!r} is not a number; {allowed}") from None
+    return {"collective__methods": (method,), "collective__alphas": (alpha_value,),
+            "collective__budgets": (budget_value,)}
 
 
 def results_path_of(workdir, seed: int) -> Path:
@@ -182,6 +233,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--agents-per-node", type=int_argument,
                    help="users per SuperNode (default: [flower] agents-per-node)")
     p.add_argument("--rounds", type=int_argument, help="rounds (default: [flower] rounds)")
+    p.add_argument("--cell", metavar="METHOD:ALPHA:BUDGET",
+                   help="the one cell the collective deploys, e.g. rb-prob:0.3:0.2 (default: the scenario's grid, "
+                        "which must then hold one cell)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="run the experimenter's evaluator instead of the firm: every node sends its true labels and "
+                        "one reported row per cell, and every cell is trained (a loopback view for experiments, "
+                        "never a real firm's)")
     p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
     p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
     p.add_argument("--print-commands", action="store_true",
@@ -206,6 +264,9 @@ def _checked(args):
         if value is not None:
             changes[key] = change
             flags.append(f"{flag} {value}")
+    if args.cell is not None:
+        changes.update(parse_cell(args.cell))
+        flags.append(f"--cell {args.cell}")
     if changes:  # validated like the file itself
         source = f"{source} with {' '.join(flags)}"
         scenario = scenario.replace(source, **changes)
@@ -220,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
 
         scenario = _checked(args)
         seed = scenario.seeds[0]
+        mode = "evaluate" if args.evaluate else "deploy"
+        check_mode(scenario, mode)
         if args.out is not None and (not str(args.out).strip() or args.out.is_dir()):
             raise ConfigError(f"--out {str(args.out)!r}: is a folder or empty; allowed: a CSV file path for the rows")
         if args.print_commands:
@@ -238,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
             for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)])):
                 print(shell_quote(cmd) + " &")
             run_config = config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
-                                       "expected-nodes": files.n_nodes})
+                                       "expected-nodes": files.n_nodes, "mode": mode})
             print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
             print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
             print("# the node files hold users' records: remove them when the run is over")
@@ -246,18 +309,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"starting a SuperLink and SuperNodes on 127.0.0.1 (logs: {args.workdir}/logs)", flush=True)
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
-                                     rounds=args.rounds, on_round=lambda line: print(line, flush=True),
+                                     rounds=args.rounds, on_round=lambda line: print(line, flush=True), mode=mode,
                                      keep_node_files=args.keep_node_files or scenario.flower.keep_node_files)
     except CollectiveFairnessError as exc:
         print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)
         return 2
-    base = frame[frame["method"] == "base"].iloc[0]
-    cells = frame[frame["method"] != "base"]
-    best = cells.loc[cells["eqod"].idxmin()] if len(cells) else None
-    print(f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds in {results.get('seconds', 0):.0f} s; "
-          f"base model: error {base['error']:.3f}, EqOd {base['eqod']:.3f}; {len(cells)} cells"
-          + (f", lowest EqOd {best['eqod']:.3f} ({best['method']}, alpha {best['alpha']:g}, budget {best['budget']:g}, "
-             f"{int(best['flips'])} flips)" if best is not None else ""))
+    print(summary_line(frame, results))
     print(f"results: {Path(results_path_of(args.workdir, seed))} (every round, message counts, rejections, metrics)")
     nodes = Path(results_path_of(args.workdir, seed)).parent / "nodes"
     print(f"node files: kept in {nodes} (users' records: remove them when done)" if nodes.exists()
@@ -266,6 +323,25 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False)
     return 0
+
+
+def summary_line(frame: pd.DataFrame, results: dict) -> str:
+    """What the run shows, honestly for its role: the firm knows what it received and its
+    model, not who flipped; the evaluator's loopback view has every cell."""
+    head = f"{results['connected_nodes']} nodes, {len(results['rounds'])} rounds in {results.get('seconds', 0):.0f} s"
+    if results.get("mode") == "deploy":
+        row, got = frame.iloc[0], results["rounds"][-1]["received"]
+        groups = ", ".join(f"a={g}: {v['positive']}/{v['users']}" for g, v in got["by_group"].items())
+        return (f"{head}; the firm (deployed cell {row['method']}, alpha {row['alpha']:g}, budget {row['budget']:g}) "
+                f"received {got['users']} users, {got['positive']} positive labels ({groups}); its model: error "
+                f"{row['error']:.3f}, EqOd {row['eqod']:.3f}; flips: unknown to the firm (it sees reported labels only)")
+    base = frame[frame["method"] == "base"].iloc[0]
+    cells = frame[frame["method"] != "base"]
+    best = cells.loc[cells["eqod"].idxmin()] if len(cells) else None
+    return (f"{head}; the evaluator (the experimenter's loopback view, not a firm's): base model: error "
+            f"{base['error']:.3f}, EqOd {base['eqod']:.3f}; {len(cells)} cells"
+            + (f", lowest EqOd {best['eqod']:.3f} ({best['method']}, alpha {best['alpha']:g}, budget "
+               f"{best['budget']:g}, {int(best['flips'])} flips)" if best is not None else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

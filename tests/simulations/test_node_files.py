@@ -172,23 +172,24 @@ class InProcessDeployment:
     def __exit__(self, *exc):
         return False
 
-    def run(self, *, rounds, timeout, on_round=None):
+    def run(self, *, rounds, timeout, on_round=None, mode="deploy"):
         assert all(p.exists() for p in self.files.node_files)
         if self.fail:
             raise RuntimeError("a SuperNode died")
-        return run_in_process(self.files, rounds=rounds)
+        return run_in_process(self.files, rounds=rounds, mode=mode)
 
 
 def test_deploy_removes_the_node_files_unless_kept(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(deploy, "Deployment", InProcessDeployment)
     nodes = deploy.results_path_of(tmp_path / "w", 0).parent / "nodes"
-    frame, results = deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30)
+    frame, results = deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, mode="evaluate")
     assert len(frame) == 3 and not nodes.exists()
-    deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, keep_node_files=True)
+    deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, keep_node_files=True,
+                       mode="evaluate")
     assert sorted(p.name for p in nodes.iterdir()) == ["node-0.npz", "node-1.npz", "node-2.npz"]
     monkeypatch.setattr(InProcessDeployment, "fail", True)
     with pytest.raises(RuntimeError, match="SuperNode died"):
-        deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30)
+        deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, mode="evaluate")
     assert not nodes.exists()
 
 
