@@ -26,6 +26,7 @@ coordinator, user half on every other node), scorers from
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -34,13 +35,15 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import rule
+from . import rule, sealing
 from .decision import user_tickets
 from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
 from .node import CoordinatorData, NodeData, load_node_file
 from .protocol import (
+    JOIN,
     ROLE_COORDINATOR,
     ROLE_USERS,
+    SCORES,
     STAGE_CUTOFFS,
     STAGE_REPEAT,
     STAGE_THRESHOLDS,
@@ -48,11 +51,13 @@ from .protocol import (
     Signal,
     arrays_of,
     record_of,
+    token_digest,
 )
 
 __all__ = ["DROP_REASONS", "app", "node_file_path", "reported_labels"]
 
 app = ClientApp()
+_log = logging.getLogger(__name__)
 
 
 # Per-process caches: a Ray actor serves many nodes, a device one node.
@@ -121,15 +126,115 @@ def join(msg: Message, context: Context) -> Message:
         node=ConfigRecord({"role": ROLE_USERS, "n_users": int(node.user_ids.size),
                            "user_ids": [int(u) for u in node.user_ids],
                            "coordinator": node.coordinator_digest}),
-        join=record_of(user_ids=node.user_ids[minority], member_tickets=node.member_tickets[minority]),
+        join=_sealed_payload(node, msg, JOIN, user_ids=node.user_ids[minority],
+                             member_tickets=node.member_tickets[minority]),
     )
+
+
+# ------------------------------------------------------------------ sealing (agents.sealing)
+#
+# Members seal their payloads to the coordinator's public key, padded to one slot
+# per user of the node; the coordinator seals its answers with the collective key.
+# A run whose node files hold no keys (the benchmark's plain runs) sends plain records.
+
+
+def _run_identity(node: NodeData | CoordinatorData) -> str:
+    """The run a seal is bound to: the coordinator's identity digest (fresh for every set of node files)."""
+    if isinstance(node, CoordinatorData):
+        return token_digest(node.token) if node.token else ""
+    return node.coordinator_digest
+
+
+def _member_context(node, kind: str, round_: int, node_id) -> bytes:
+    return sealing.context(kind, run=_run_identity(node), role=ROLE_USERS, round_=round_, node=node_id)
+
+
+def _answer_context(node, stage: str, round_: int | None, grid: CellGrid) -> bytes:
+    import hashlib
+    import json
+
+    plan = hashlib.sha256(json.dumps(grid.to_config(), sort_keys=True).encode("utf-8")).hexdigest()
+    return sealing.context(f"query.coordinate/{stage}", run=_run_identity(node), role=ROLE_COORDINATOR, round_=round_,
+                           plan=plan)
+
+
+def _sealed_payload(node: NodeData, msg: Message, kind: str, **arrays):
+    """A member's payload: sealed to the coordinator and padded to the node's number of users."""
+    if not node.sealed:
+        return record_of(**arrays)
+    plain = sealing.pack(sealing.padded(arrays, int(node.user_ids.size)))
+    ctx = _member_context(node, kind, _round(msg), int(msg.metadata.dst_node_id))
+    return sealing.sealed_record(sealing.seal_to(node.coordinator_key, plain, ctx))
+
+
+def _opened_payloads(node: CoordinatorData, msg: Message, kind: str, drops: dict) -> list[tuple[str, dict]]:
+    """Every member's payload, opened, in node-id order. A record that is not a sealed
+    blob, or whose plaintext is not padded arrays, is ``malformed``; a blob that does
+    not open (altered, or sealed for another message type, round or node) is ``sealed``."""
+    out = []
+    for name, record in _payloads(msg.content):
+        try:
+            if not node.sealed:
+                out.append((name, arrays_of(record)))
+                continue
+            blob = sealing.blob_of(record)
+        except Exception:  # noqa: BLE001 - an undecodable record is a malformed payload
+            drops["malformed"] += 1
+            continue
+        try:
+            plain = sealing.open_from(node.private_key, blob, _member_context(node, kind, _round(msg), name))
+        except sealing.SealError:
+            drops["sealed"] += 1
+            continue
+        try:
+            out.append((name, sealing.unpadded(sealing.unpack(plain))))
+        except ValueError:
+            drops["malformed"] += 1
+    return out
+
+
+def _sealed_answer(node: CoordinatorData, stage: str, round_: int | None, grid: CellGrid, **arrays):
+    """The coordinator's answer for every member, sealed once with the collective key and
+    bound to the plan it travels with (the grid stays readable: the relay knows it)."""
+    if not node.sealed:
+        return record_of(**arrays)
+    ctx = _answer_context(node, stage, round_, grid)
+    return sealing.sealed_record(sealing.CollectiveKey(node.collective_key).seal(sealing.pack(arrays), ctx))
+
+
+def _opened_answer(node: NodeData, content: RecordDict, name: str, stage: str, round_: int | None,
+                   grid: CellGrid) -> dict:
+    """The arrays of the coordinator's answer ``name``; ``ValueError`` if it does not open."""
+    if name not in content:
+        raise ValueError(f"no {name} record")
+    if not node.sealed:
+        return arrays_of(content[name])
+    plain = sealing.CollectiveKey(node.collective_key).open(sealing.blob_of(content[name]),
+                                                            _answer_context(node, stage, round_, grid))
+    return sealing.unpack(plain)
+
+
+def _signal(node: NodeData, content: RecordDict, grid: CellGrid) -> Signal:
+    """The coordinator's thresholds. A node that holds the collective key acts only on
+    thresholds sealed with it for this round and plan: anything else (the relay's own
+    "nobody flips" when the coalition could not agree, or a forgery) means nobody flips."""
+    try:
+        round_ = int(content["round"]["round"]) if node.sealed else None
+        return Signal.from_arrays(_opened_answer(node, content, "thresholds", STAGE_THRESHOLDS, round_, grid))
+    except (KeyError, ValueError) as exc:
+        if not node.sealed:
+            raise
+        if "thresholds" in content and sealing.is_sealed(content["thresholds"]):
+            _log.warning("the coordinator's thresholds do not open (%s); nobody on this node flips", exc)
+        return Signal.none(grid)
 
 
 # ------------------------------------------------------------------ the coordinator's checks
 
 # Why the coordinator drops a member's entry (counted in its public summary):
 DROP_REASONS = (
-    "malformed",  # a whole payload: missing arrays, wrong shapes, ids not non-negative integers
+    "malformed",  # a whole payload: not a sealed blob, missing arrays, wrong shapes, ids not non-negative integers
+    "sealed",  # a whole payload whose blob does not open (altered, or sealed for another type, round or node)
     "unregistered",  # entries from a node that did not register (join) / whose join was dropped
     "ticket",  # a ticket that is not the one recomputed from (key, user id)
     "non-finite",  # a candidate with a NaN or infinite score
@@ -158,12 +263,7 @@ def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, field
     keys = {"member_tickets": node.membership_key, "tie_tickets": node.tie_key}
     seen: set = set()
     out = {}
-    for name, record in payloads:
-        try:
-            arrays = arrays_of(record)
-        except Exception:  # noqa: BLE001 - an undecodable record is a malformed payload
-            drops["malformed"] += 1
-            continue
+    for name, arrays in payloads:
         ids = arrays.get("user_ids")
         if not _ids_ok(ids) or any(
                 f not in arrays or arrays[f].shape != ids.shape or not np.issubdtype(arrays[f].dtype, np.floating)
@@ -231,11 +331,11 @@ def coordinate(msg: Message, context: Context) -> Message:
     if not isinstance(node, CoordinatorData):
         raise ValueError("query.coordinate reached a node that is not the coordinator")
     stage = str(msg.content["stage"]["stage"])
-    payloads = _payloads(msg.content)
     grid = node.grid
     if stage == STAGE_CUTOFFS:
         drops = dict.fromkeys(DROP_REASONS, 0)
         bounds = _bounds(msg.content)
+        payloads = _opened_payloads(node, msg, JOIN, drops)
         joined = _screen(node, payloads, bounds, drops, fields=("member_tickets",))
         tickets = np.concatenate([p["member_tickets"] for p in joined.values()]) if joined else np.empty(0)
         cutoffs, n_members = rule.membership_cutoffs(tickets, grid.alphas)
@@ -248,8 +348,12 @@ def coordinate(msg: Message, context: Context) -> Message:
             _SCORERS, ("knowledge", *_file_key(context)),
             lambda: knowledge_from_reference(grid.methods, node.X_ref, node.y_ref, params=node.params), _SCORER_CACHE_SIZE,
         )
-        return _reply(msg, cutoffs=record_of(cutoffs=cutoffs), knowledge=record_of(**knowledge),
-                      plan=ConfigRecord({**grid.to_config(), "digest": knowledge_digest(knowledge)}))
+        # Sealed once for every member; bound to the plan (the relay cannot change the grid
+        # users score for) but not to the round: the relay may pass them on in a later round.
+        digest = np.frombuffer(knowledge_digest(knowledge).encode("ascii"), dtype=np.uint8)
+        return _reply(msg, cutoffs=_sealed_answer(node, STAGE_CUTOFFS, None, grid, cutoffs=cutoffs, digest=digest),
+                      knowledge=_sealed_answer(node, "knowledge", None, grid, **knowledge),
+                      plan=ConfigRecord(grid.to_config()))
     if stage in (STAGE_THRESHOLDS, STAGE_REPEAT):
         if "coordinator" not in context.state:
             raise ValueError("query.coordinate thresholds before the members joined (no cutoffs yet)")
@@ -259,6 +363,7 @@ def coordinate(msg: Message, context: Context) -> Message:
             drops = dict.fromkeys(DROP_REASONS, 0)
             allowed = {k[len("ids-"):]: v for k, v in signed.items() if k.startswith("ids-")}
             bounds = {k[len("bound-"):]: int(v[0]) for k, v in signed.items() if k.startswith("bound-")}
+            payloads = _opened_payloads(node, msg, SCORES, drops)
             screened = _screen(node, payloads, bounds, drops, fields=("member_tickets", "tie_tickets"),
                                n_methods=len(grid.methods), allowed=allowed).values()
             cat = lambda key, shape: np.concatenate([p[key] for p in screened], axis=-1) if screened else np.empty(shape)
@@ -274,7 +379,9 @@ def coordinate(msg: Message, context: Context) -> Message:
         signal = rule.publish(grid, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
                               cands["tie_tickets"], cands["scores"])
         dropped = {k: v for k, v in (*signed.items(), *cands.items()) if k.startswith("dropped:")}
-        return _reply(msg, thresholds=record_of(**signal.decision_arrays()), plan=ConfigRecord(grid.to_config()),
+        return _reply(msg, thresholds=_sealed_answer(node, STAGE_THRESHOLDS, _round(msg), grid,
+                                                     **signal.decision_arrays()),
+                      plan=ConfigRecord(grid.to_config()),
                       summary=record_of(**signal.summary_arrays(), **dropped))
     raise ValueError(f"unknown coordinator stage {stage!r}; allowed: {STAGE_CUTOFFS}, {STAGE_THRESHOLDS}, {STAGE_REPEAT}")
 
@@ -291,17 +398,27 @@ def scores(msg: Message, context: Context) -> Message:
     node = _node(context)
     if isinstance(node, CoordinatorData):
         return _reply(msg)
-    cutoffs = msg.content["cutoffs"]["cutoffs"].numpy()
-    plan = msg.content["plan"]
-    methods, digest = [str(m) for m in plan["methods"]], str(plan["digest"])
+    grid = CellGrid.from_config(msg.content["plan"])
+    methods = list(grid.methods)
+    try:
+        head = _opened_answer(node, msg.content, "cutoffs", STAGE_CUTOFFS, None, grid)
+        cutoffs, digest = np.asarray(head["cutoffs"], dtype=np.float64), head["digest"].tobytes().decode("ascii")
+    except (KeyError, ValueError) as exc:  # not the coordinator's: nobody here is a candidate
+        _log.warning("query.scores: the coordinator's cutoffs do not open (%s); no candidate on this node", exc)
+        cutoffs, digest = np.zeros(0), ""
     cand = _candidates(node, cutoffs)
     out = _remembered_scores(context, digest, cand)
+    if out is None and not cand.size:  # nobody to score: the knowledge is not needed
+        out = np.empty((len(methods), 0))
     if out is None:
         if "knowledge" not in msg.content:  # the relay saves bandwidth after the first round
             return _reply(msg, need=ConfigRecord({"knowledge": True}))
-        record = msg.content["knowledge"]
-        scorers = _cached(_SCORERS, digest, lambda: scorers_from_knowledge(methods, arrays_of(record)),
-                          _SCORER_CACHE_SIZE)
+        try:
+            scorers = _cached(_SCORERS, digest, lambda: scorers_from_knowledge(
+                methods, _opened_answer(node, msg.content, "knowledge", "knowledge", None, grid)), _SCORER_CACHE_SIZE)
+        except ValueError as exc:
+            _log.warning("query.scores: the majority knowledge does not open (%s); no candidate on this node", exc)
+            cand, scorers = cand[:0], None
         from threadpoolctl import threadpool_limits
 
         # A node scores a handful of users: one BLAS/OpenMP thread is ~10x faster
@@ -313,10 +430,12 @@ def scores(msg: Message, context: Context) -> Message:
     # user's score depends only on its own x and the knowledge.
     context.state["candidates"] = record_of(index=cand, scores=out)
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
+    # Every user node answers, candidates or not, with a payload of the same size.
     return _reply(
         msg,
-        candidates=record_of(user_ids=node.user_ids[cand], member_tickets=node.member_tickets[cand],
-                             tie_tickets=node.tie_tickets[cand], scores=out),
+        candidates=_sealed_payload(node, msg, SCORES, user_ids=node.user_ids[cand],
+                                   member_tickets=node.member_tickets[cand], tie_tickets=node.tie_tickets[cand],
+                                   scores=out),
     )
 
 
@@ -383,7 +502,7 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) ->
     # Most nodes have no candidate (member with y = 0): nothing can flip, whatever the thresholds.
     if len(grid) == 0 or (memory is not None and memory["index"].size == 0):
         return labels
-    signal = Signal.from_arrays(arrays_of(content["thresholds"]))
+    signal = _signal(node, content, grid)
     if not signal.reachable:
         return labels
     if memory is None:

@@ -27,6 +27,7 @@ import pandas as pd
 from agents.errors import DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
 from agents.protocol import EVALUATE, REPORT, CellGrid
+from agents.sealing import new_key_pair, new_secret
 from server.server_app import write_firm_spec
 
 from ..engine import load_data
@@ -53,11 +54,16 @@ class RunFiles:
         return self.run_dir / "nodes"
 
 
-def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None) -> RunFiles:
+def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None,
+                _sealed: bool = True) -> RunFiles:
     """Write every node's file, the coordinator's and the firm's for one seed.
 
     Users are sharded in the engine's order, K per node; which node holds whom
-    changes nothing (scores and tickets are per user).
+    changes nothing (scores and tickets are per user). The node files hold a fresh
+    sealing key pair (the coordinator's private key, its public key in users'
+    files) and collective secret (:mod:`agents.sealing`). ``_sealed=False`` leaves
+    them out, so the coalition's payloads travel unsealed: for
+    ``benchmarks/flower_scaling.py`` to measure what sealing costs, nothing else.
     """
     run_dir = Path(run_dir)
     k = int(agents_per_node or scenario.flower.agents_per_node)
@@ -66,16 +72,19 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     _private_dir(run_dir, chmod=False)  # a folder we create is 0700; one given to us is left as it is
     _private_dir(run_dir / "nodes", chmod=True)
     try:
-        return _write_run(scenario, run_dir, world, k)
+        return _write_run(scenario, run_dir, world, k, sealed=_sealed)
     except BaseException:  # no half-written set of users' records is left behind
         remove_node_files(RunFiles(run_dir, ()))
         raise
 
 
-def _write_run(scenario, run_dir: Path, world, k: int) -> RunFiles:
+def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True) -> RunFiles:
     p = world.prepared
     keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
     token = new_coordinator_token()  # the coordinator's identity; users hold its digest
+    # Sealing keys from the OS's randomness, not the seed: results do not depend on them.
+    private, public = new_key_pair() if sealed else (b"", b"")
+    collective = new_secret() if sealed else b""
     n = world.user_ids.size
     files = []
     for i, start in enumerate(range(0, n, k)):
@@ -83,12 +92,14 @@ def _write_run(scenario, run_dir: Path, world, k: int) -> RunFiles:
         files.append(write_users_file(
             run_dir / "nodes" / f"node-{i}.npz", user_ids=world.user_ids[rows], X=p.X_train[rows],
             a=p.a_train[rows], y=p.y_train[rows], **keys, coordinator_digest=token_digest(token),
+            coordinator_key=public, collective_key=collective,
             cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows],
         ))
     c = scenario.collective
     files.append(write_coordinator_file(
         run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
         X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference], **keys, token=token,
+        private_key=private, collective_key=collective,
     ))
     firm = run_dir / "firm.npz"  # the firm's test set: created 0600 before write_firm_spec fills it
     fd = os.open(firm, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)

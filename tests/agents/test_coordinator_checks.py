@@ -8,9 +8,10 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, Metadata, RecordDict
 
 from agents import client_app as ca
+from agents import sealing
 from agents.decision import user_tickets
 from agents.node import load_node_file
-from agents.protocol import arrays_of, record_of
+from agents.protocol import arrays_of
 from simulations import engine
 from simulations.flower.files import prepare_run
 from simulations.scenario import Scenario
@@ -28,9 +29,9 @@ def files(tmp_path_factory):
                        agents_per_node=10)
 
 
-def _message(message_type, content, round_=1):
+def _message(message_type, content, round_=1, node=7):
     content["round"] = ConfigRecord({"round": round_})
-    md = Metadata(run_id=1, message_id=f"m{time.monotonic_ns()}", src_node_id=1, dst_node_id=7,
+    md = Metadata(run_id=1, message_id=f"m{time.monotonic_ns()}", src_node_id=1, dst_node_id=node,
                   reply_to_message_id="", group_id=str(round_), created_at=time.time(), ttl=60.0,
                   message_type=message_type)
     return Message(content, metadata=md)
@@ -40,28 +41,48 @@ def _ctx(path):
     return Context(run_id=1, node_id=7, node_config={"data-path": str(path)}, state=RecordDict(), run_config={})
 
 
+def _context(files, kind, name, round_=1):
+    users = load_node_file(files.node_files[0])
+    return sealing.context(kind, run=users.coordinator_digest, role="users", round_=round_, node=name)
+
+
+def _open(files, kind, name, record):
+    """What the coordinator reads of a member's sealed payload (opened with its private key)."""
+    private = load_node_file(files.node_files[-1]).private_key
+    return sealing.unpadded(sealing.unpack(sealing.open_from(private, sealing.blob_of(record),
+                                                             _context(files, kind, name))))
+
+
+def _seal(files, kind, name, arrays):
+    """A member node's payload as it sends it: whatever arrays it chooses, sealed to the coordinator."""
+    slots = max(np.shape(v)[-1] for v in arrays.values())
+    public = load_node_file(files.node_files[0]).coordinator_key
+    return sealing.sealed_record(sealing.seal_to(public, sealing.pack(sealing.padded(arrays, slots)),
+                                                 _context(files, kind, name)))
+
+
 def _joins(files):
-    """Each user node's honest join record and registered users, by node name."""
+    """Each user node's honest join record (opened) and registered users, by node name."""
     out = {}
     for i, path in enumerate(files.node_files[:-1]):
-        reply = ca.app(_message("query.join", RecordDict()), _ctx(path)).content
-        out[str(100 + i)] = (arrays_of(reply["join"]), int(reply["node"]["n_users"]))
+        reply = ca.app(_message("query.join", RecordDict(), node=100 + i), _ctx(path)).content
+        out[str(100 + i)] = (_open(files, "query.join", str(100 + i), reply["join"]), int(reply["node"]["n_users"]))
     return out
 
 
-def _cutoffs(coord_ctx, joins, registered=None):
+def _cutoffs(files, coord_ctx, joins, registered=None):
     content = RecordDict({"stage": ConfigRecord({"stage": "cutoffs"})})
     for name, (arrays, _) in joins.items():
-        content[f"member-{name}"] = record_of(**arrays)
+        content[f"member-{name}"] = _seal(files, "query.join", name, arrays)
     registered = registered if registered is not None else {name: n for name, (_, n) in joins.items()}
     content["registered"] = ConfigRecord(registered)
     return ca.app(_message("query.coordinate", content), coord_ctx).content
 
 
-def _thresholds(coord_ctx, candidates):
+def _thresholds(files, coord_ctx, candidates):
     content = RecordDict({"stage": ConfigRecord({"stage": "thresholds"})})
     for name, arrays in candidates.items():
-        content[f"member-{name}"] = record_of(**arrays)
+        content[f"member-{name}"] = _seal(files, "query.scores", name, arrays)
     reply = ca.app(_message("query.coordinate", content), coord_ctx).content
     summary = arrays_of(reply["summary"])
     dropped = {k[len("dropped:"):]: int(v[0]) for k, v in summary.items() if k.startswith("dropped:")}
@@ -82,8 +103,8 @@ def _candidates(files, joins):
 def test_honest_members_are_all_kept(files):
     joins = _joins(files)
     coord = _ctx(files.node_files[-1])
-    _cutoffs(coord, joins)
-    summary, dropped = _thresholds(coord, _candidates(files, joins))
+    _cutoffs(files, coord, joins)
+    summary, dropped = _thresholds(files, coord, _candidates(files, joins))
     n_minority = sum(a["user_ids"].size for a, _ in joins.values())
     assert summary["n_members"][-1] == n_minority and dropped == {}
 
@@ -106,8 +127,8 @@ def test_forged_duplicate_and_excess_claims_are_dropped_by_reason(files):
     registered = {name: m for name, (_, m) in joins.items() if name != "999"}  # 999 never registered
     joins["bad"] = (dict(user_ids=np.array([-1.5]), member_tickets=np.array([0.1])), 1)
     coord = _ctx(files.node_files[-1])
-    _cutoffs(coord, joins, registered=registered)
-    summary, dropped = _thresholds(coord, {})
+    _cutoffs(files, coord, joins, registered=registered)
+    summary, dropped = _thresholds(files, coord, {})
     minority = sum(a["user_ids"].size for a, _ in _joins(files).values())
     mb = b["user_ids"].size
     assert dropped == {"join:ticket": 2000, "join:duplicate": 1, "join:unregistered": 1, "join:malformed": 1,
@@ -120,7 +141,7 @@ def test_forged_duplicate_and_excess_claims_are_dropped_by_reason(files):
 def test_candidates_are_checked_too(files):
     joins = _joins(files)
     coord = _ctx(files.node_files[-1])
-    _cutoffs(coord, joins)
+    _cutoffs(files, coord, joins)
     cands = _candidates(files, joins)
     name = next(k for k, c in cands.items() if c["user_ids"].size >= 3)
     c = cands[name]
@@ -131,7 +152,7 @@ def test_candidates_are_checked_too(files):
     cands[other] = {k: np.concatenate([v, c[k][..., -1:]], axis=-1) for k, v in cands[other].items()}  # not its user
     cands["bad"] = dict(user_ids=np.array([1]), member_tickets=np.array([0.1]), tie_tickets=np.array([0.1]),
                         scores=np.zeros((3, 1)))  # wrong number of score rows
-    summary, dropped = _thresholds(coord, cands)
+    summary, dropped = _thresholds(files, coord, cands)
     assert dropped == {"scores:non-finite": 2, "scores:ticket": 1, "scores:not-joined": 1, "scores:malformed": 1}
     pool = sum(x["user_ids"].size for k, x in _candidates(files, joins).items())
     assert summary["pool_size"][-1] == pool - 3  # the three dropped candidates left the pool
@@ -150,7 +171,7 @@ def test_a_forged_claim_does_not_shadow_the_valid_one_that_follows(files):
     joins[name] = (dict(user_ids=np.concatenate([a["user_ids"][:1], a["user_ids"]]),
                         member_tickets=np.concatenate([[0.0], a["member_tickets"]])), n)
     coord = _ctx(files.node_files[-1])
-    _cutoffs(coord, joins)
-    summary, dropped = _thresholds(coord, {})
+    _cutoffs(files, coord, joins)
+    summary, dropped = _thresholds(files, coord, {})
     assert dropped == {"join:ticket": 1}
     assert summary["n_members"][-1] == sum(x["user_ids"].size for x, _ in _joins(files).values())

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord
 
+from agents import sealing
 from agents.decision import user_tickets
 from agents.node import load_node_file
-from agents.protocol import arrays_of, record_of
 from simulations import engine
 from simulations.flower.files import prepare_run
 from simulations.flower.inprocess import run_in_process
@@ -59,13 +59,24 @@ def _hook(node_id, message_type, change):
     return tamper
 
 
-def _change_record(name, change):
-    def apply(content):
-        arrays = arrays_of(content[name])
-        change(arrays)
-        content[name] = record_of(**arrays)
+def _payload_hook(files, node_id, message_type, name, change):
+    """A hostile node: its payload ``name`` of ``message_type``, changed by ``change(arrays)``
+    before it is sealed (here: opened with the coordinator's key, changed, sealed again)."""
+    users, coord = load_node_file(files.node_files[0]), load_node_file(files.node_files[-1])
 
-    return apply
+    def tamper(nid, msg, reply):
+        if nid == node_id and msg.metadata.message_type == message_type and not reply.has_error():
+            ctx = sealing.context(message_type, run=users.coordinator_digest, role="users",
+                                  round_=int(msg.content["round"]["round"]), node=nid)
+            blob = sealing.blob_of(reply.content[name])
+            arrays = sealing.unpadded(sealing.unpack(sealing.open_from(coord.private_key, blob, ctx)))
+            change(arrays)
+            slots = max(v.shape[-1] for v in arrays.values())
+            reply.content[name] = sealing.sealed_record(
+                sealing.seal_to(users.coordinator_key, sealing.pack(sealing.padded(arrays, slots)), ctx))
+        return reply
+
+    return tamper
 
 
 def assert_same_outcome(got, honest):
@@ -91,7 +102,7 @@ def test_two_thousand_forged_membership_tickets_are_dropped(run):
         join["user_ids"] = np.concatenate([join["user_ids"], 10_000 + np.arange(2000)])
         join["member_tickets"] = np.concatenate([join["member_tickets"], rng.uniform(0, 1e-3, 2000)])
 
-    rounds = run_in_process(files, rounds=2, tamper=_hook(node_id, "query.join", _change_record("join", forge)))
+    rounds = run_in_process(files, rounds=2, tamper=_payload_hook(files, node_id, "query.join", "join", forge))
     for got in rounds["rounds"]:  # the second round reuses the verified members and says so again
         assert got["coalition"]["dropped"] == {"join": {"ticket": 2000}}
         assert_same_outcome(got, honest)
@@ -107,7 +118,7 @@ def test_more_claims_than_users_are_dropped(run):
         join["user_ids"] = np.concatenate([join["user_ids"], fake])
         join["member_tickets"] = np.concatenate([join["member_tickets"], user_tickets(fake, node.membership_key)])
 
-    got = run_in_process(files, tamper=_hook(node_id, "query.join", _change_record("join", claim)))["rounds"][0]
+    got = run_in_process(files, tamper=_payload_hook(files, node_id, "query.join", "join", claim))["rounds"][0]
     assert got["coalition"]["dropped"] == {"join": {"over-claim": 50}}  # the node registered one user
     assert_same_outcome(got, honest)
 
@@ -117,15 +128,14 @@ def test_claims_of_other_nodes_users_count_once_and_unjoined_candidates_are_drop
     victim_id, victim = _candidate_node(files)
     thief_id = 1000 if victim_id != 1000 else 1001  # an earlier node id: the first claimant
 
-    def steal_score(content):  # the thief also sends the victim as a candidate with a top score
-        c = arrays_of(content["candidates"])
+    def steal_score(c):  # the thief also sends the victim as a candidate with a top score
         c["user_ids"] = np.concatenate([c["user_ids"], victim.user_ids])
         c["member_tickets"] = np.concatenate([c["member_tickets"], victim.member_tickets])
         c["tie_tickets"] = np.concatenate([c["tie_tickets"], victim.tie_tickets])
         c["scores"] = np.concatenate([c["scores"], np.full((c["scores"].shape[0], 1), 1e9)], axis=1)
-        content["candidates"] = record_of(**c)
 
-    got = run_in_process(files, tamper=_hook(thief_id, "query.scores", steal_score))["rounds"][0]
+    got = run_in_process(files, tamper=_payload_hook(files, thief_id, "query.scores", "candidates", steal_score))
+    got = got["rounds"][0]
     assert got["coalition"]["dropped"] == {"scores": {"not-joined": 1}}
     assert_same_outcome(got, honest)
 
@@ -143,8 +153,8 @@ def test_non_finite_scores_drop_that_candidate_only(run, bad):
             c[k] = c[k][:0]
         c["scores"] = c["scores"][:, :0]
 
-    got = run_in_process(files, tamper=_hook(node_id, "query.scores", _change_record("candidates", poison)))
-    ref = run_in_process(files, tamper=_hook(node_id, "query.scores", _change_record("candidates", withhold)))
+    got = run_in_process(files, tamper=_payload_hook(files, node_id, "query.scores", "candidates", poison))
+    ref = run_in_process(files, tamper=_payload_hook(files, node_id, "query.scores", "candidates", withhold))
     got, ref = got["rounds"][0], ref["rounds"][0]
     assert got["coalition"]["dropped"] == {"scores": {"non-finite": 1}}
     assert_same_outcome(got, ref)
