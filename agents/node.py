@@ -14,6 +14,7 @@ users' files its public key, and every file the run's collective secret. Both ar
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import tempfile
@@ -27,7 +28,9 @@ from .errors import DataError
 from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid, token_digest
 
 __all__ = ["CoordinatorData", "NodeData", "load_node_file", "new_coordinator_token", "token_digest",
-           "write_coordinator_file", "write_users_file"]
+           "write_coordinator_file", "write_users_file",
+           "Invitation", "RawRecords", "is_raw_records", "load_invitation", "load_raw_records", "node_from_raw",
+           "write_invitation", "write_private"]
 
 
 def new_coordinator_token() -> str:
@@ -126,7 +129,11 @@ def _key(f, name: str, path) -> bytes:
 
 
 def _write(path, arrays: dict) -> Path:
-    """Write ``arrays`` to ``path`` atomically, readable by the owner only (0600).
+    return write_private(path, lambda fh: np.savez(fh, **arrays))
+
+
+def write_private(path, write) -> Path:
+    """Write a file with ``write(binary file handle)`` atomically, readable by the owner only (0600).
 
     The data goes to a 0600 temporary file in the same folder, which then
     replaces ``path``: nobody else can open it at any moment, and a reader never
@@ -138,7 +145,7 @@ def _write(path, arrays: dict) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            write(fh)
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
@@ -172,3 +179,244 @@ def load_node_file(path) -> NodeData | CoordinatorData:
             coordinator_digest=str(f["coordinator_digest"]) if "coordinator_digest" in f.files else "",
             coordinator_key=_key(f, "coordinator_key", path), collective_key=_key(f, "collective_key", path),
         )
+
+
+# ------------------------------------------------------------------ a person's own raw records
+#
+# On a device a user keeps their records as they are (a CSV or JSON file of raw
+# columns, nothing encoded) and the collective's invitation (``collective.json``);
+# the firm's feature encoding arrives over the federation (:mod:`agents.encoding`)
+# and :func:`node_from_raw` turns the three into the same :class:`NodeData` a
+# prepared ``.npz`` file gives.
+
+RAW_SUFFIXES = (".csv", ".json")
+USER_ID, SENSITIVE, LABEL, CF_PROBA = "user_id", "a", "y", "cf_proba"  # reserved columns of a raw file
+INVITATION_FORMAT = "collective-fairness/invitation-1"
+
+
+@dataclass(frozen=True)
+class RawRecords:
+    """A node's own records as written in its file: ids, a, y and the raw feature
+    columns (as text), one entry per record; ``cf_proba`` only in simulated worlds."""
+
+    source: str  # the file's name, for error messages
+    user_ids: np.ndarray
+    a: np.ndarray
+    y: np.ndarray
+    columns: dict  # raw column name -> values (str), every column of the file but the reserved ones
+    cf_proba: np.ndarray | None = None
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_ids.size)
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """What the collective hands each member (``collective.json``): the two ticket keys,
+    the coordinator's public identity (the SHA-256 digest of its token) and, in a sealed
+    run (:mod:`agents.sealing`), the coordinator's public key and the collective secret."""
+
+    membership_key: int
+    tie_key: int
+    coordinator_digest: str = ""
+    coordinator_key: bytes = b""
+    collective_key: bytes = b""
+
+
+def is_raw_records(path) -> bool:
+    """Whether ``path`` names a raw records file (``.csv`` / ``.json``) rather than an ``.npz`` node file."""
+    return Path(path).suffix.lower() in RAW_SUFFIXES
+
+
+def load_raw_records(path) -> RawRecords:
+    """A person's records from a CSV (header row, one record per line) or JSON file (a list
+    of objects, or one object) with columns ``user_id`` (a non-negative integer, distinct),
+    the raw feature columns, ``a`` and ``y`` (0 or 1). Raises :class:`DataError` naming the
+    file and what is wrong."""
+    path = Path(path)
+    name = path.name
+    allowed = (f"allowed: a {' or '.join(RAW_SUFFIXES)} file with columns {USER_ID}, the raw feature columns, "
+               f"{SENSITIVE} and {LABEL} (see docs/federated.md, On a device)")
+    if not is_raw_records(path):
+        raise DataError(f"{name}: not a raw records file; {allowed}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{name}: not UTF-8 text; {allowed}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror}); {allowed}") from None
+    header, rows = (_csv_table if path.suffix.lower() == ".csv" else _json_table)(text, name, allowed)
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise DataError(f"{name}: column(s) {', '.join(map(repr, repeated))} occur more than once; "
+                        "allowed: distinct column names")
+    missing = [c for c in (USER_ID, SENSITIVE, LABEL) if c not in header]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {', '.join(map(repr, missing))}; {allowed}")
+    if not rows:
+        raise DataError(f"{name}: no records; {allowed}")
+    columns = {c: np.array([row[j] for row in rows], dtype=str) for j, c in enumerate(header)}
+    user_ids = _user_ids(columns.pop(USER_ID), name)
+    a = _binary(columns.pop(SENSITIVE), SENSITIVE, name, "0 (majority) or 1 (protected minority)")
+    y = _binary(columns.pop(LABEL), LABEL, name, "0 or 1 (1 = the favourable label)")
+    cf_proba = None
+    if CF_PROBA in columns:
+        cf_proba = _finite(columns.pop(CF_PROBA), CF_PROBA, name)
+    return RawRecords(source=name, user_ids=user_ids, a=a, y=y, columns=columns, cf_proba=cf_proba)
+
+
+def _csv_table(text: str, name: str, allowed: str) -> tuple[list, list]:
+    import csv
+    import io
+
+    try:
+        lines = [row for row in csv.reader(io.StringIO(text, newline=""), strict=True) if row]
+    except csv.Error as exc:
+        raise DataError(f"{name}: cannot parse as CSV ({exc}); {allowed}") from None
+    if not lines:
+        raise DataError(f"{name}: empty file; {allowed}")
+    header = [c.strip() for c in lines[0]]
+    for i, row in enumerate(lines[1:]):
+        if len(row) != len(header):
+            raise DataError(f"{name}: record {i + 1} has {len(row)} fields, the header {len(header)}; "
+                            "allowed: one value per column in every record")
+    return header, lines[1:]
+
+
+def _json_table(text: str, name: str, allowed: str) -> tuple[list, list]:
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{name}: not valid JSON ({exc}); {allowed}") from None
+    records = [data] if isinstance(data, dict) else data
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{name}: not a list of records (objects); {allowed}")
+    header = list(records[0]) if records else [USER_ID, SENSITIVE, LABEL]
+    rows = []
+    for i, record in enumerate(records):
+        if set(record) != set(header):
+            diff = sorted(set(header) ^ set(record))
+            raise DataError(f"{name}: record {i + 1} has other fields than the first record "
+                            f"({', '.join(map(repr, diff))}); allowed: the same fields in every record")
+        rows.append([_json_text(record[c], c, i, name) for c in header])
+    return header, rows
+
+
+def _json_text(value, column: str, i: int, name: str) -> str:
+    """A JSON value as the text a CSV would hold (numbers exactly: ``repr`` round-trips a float)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    raise DataError(f"{name}: record {i + 1}, field {column!r} is {_json_kind(value)}; allowed: a string or a number")
+
+
+def _json_kind(value) -> str:
+    return {bool: "a boolean", type(None): "null", list: "a list", dict: "an object"}.get(type(value),
+                                                                                         type(value).__name__)
+
+
+def _user_ids(text: np.ndarray, name: str) -> np.ndarray:
+    values = [s.strip() for s in text.tolist()]
+    for i, s in enumerate(values):
+        if not (s.isascii() and s.isdigit()) or len(s) > 18:
+            raise DataError(f"{name}: {USER_ID} of record {i + 1} is {text.tolist()[i]!r}; allowed: a non-negative "
+                            "integer below 10^18")
+    ids = np.array([int(s) for s in values], dtype=np.int64)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = unique[counts > 1]
+        raise DataError(f"{name}: {USER_ID} {int(dup[0])} occurs {int(counts[counts > 1][0])} times"
+                        + (f" ({dup.size} ids repeated)" if dup.size > 1 else "") + "; allowed: each user once")
+    return ids
+
+
+def _finite(text: np.ndarray, column: str, name: str) -> np.ndarray:
+    try:
+        values = text.astype(np.float64)
+    except ValueError:
+        values = np.array([_float_or_nan(s) for s in text.tolist()])
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise DataError(f"{name}: column {column!r} of record {bad[0] + 1} is {text.tolist()[bad[0]]!r}; "
+                        "allowed: a finite number")
+    return values
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _binary(text: np.ndarray, column: str, name: str, allowed: str) -> np.ndarray:
+    values = np.array([_float_or_nan(s) for s in text.tolist()])
+    bad = np.flatnonzero((values != 0) & (values != 1))  # NaN (not a number) fails both
+    if bad.size:
+        raise DataError(f"{name}: column {column!r} of record {bad[0] + 1} is {text.tolist()[bad[0]]!r}; "
+                        f"allowed: {allowed}")
+    return values.astype(np.int8)
+
+
+def load_invitation(path) -> Invitation:
+    """The collective's invitation (``collective.json``, :func:`write_invitation`)."""
+    import json
+
+    path = Path(path)
+    allowed = (f"allowed: the collective's invitation, a JSON object with format {INVITATION_FORMAT!r}, "
+               "membership_key and tie_key (integers in [0, 2^64)), coordinator (a SHA-256 hex digest) and, "
+               "sealed, coordinator_key and collective_key (32 bytes each, hex)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except OSError as exc:
+        raise DataError(f"cannot read the invitation {path} ({exc.strerror}); {allowed}") from None
+    except ValueError as exc:
+        raise DataError(f"{path.name}: not valid JSON ({exc}); {allowed}") from None
+    if not isinstance(data, dict) or data.get("format") != INVITATION_FORMAT:
+        raise DataError(f"{path.name}: not an invitation; {allowed}")
+    keys = [data.get(k) for k in ("membership_key", "tie_key")]
+    hexes = [data.get(k, "") for k in ("coordinator", "coordinator_key", "collective_key")]
+    if not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 2**64 for k in keys) or \
+            not all(isinstance(h, str) and (h == "" or _is_hex32(h)) for h in hexes) or \
+            bool(hexes[1]) != bool(hexes[2]):
+        raise DataError(f"{path.name}: malformed keys or coordinator identity; {allowed}")
+    return Invitation(membership_key=keys[0], tie_key=keys[1], coordinator_digest=hexes[0],
+                      coordinator_key=bytes.fromhex(hexes[1]), collective_key=bytes.fromhex(hexes[2]))
+
+
+def _is_hex32(text: str) -> bool:
+    """64 lower-case hex digits: a SHA-256 digest or a 32-byte key."""
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def write_invitation(path, *, membership_key: int, tie_key: int, coordinator_digest: str = "",
+                     coordinator_key: bytes = b"", collective_key: bytes = b"") -> Path:
+    """The collective's invitation for its members, readable by its owner only (it holds the
+    ticket keys and, in a sealed run, the collective secret)."""
+    import json
+
+    data = {"format": INVITATION_FORMAT, "membership_key": int(membership_key), "tie_key": int(tie_key),
+            "coordinator": str(coordinator_digest)}
+    if coordinator_key or collective_key:
+        data.update(coordinator_key=bytes(coordinator_key).hex(), collective_key=bytes(collective_key).hex())
+    return write_private(path, lambda fh: fh.write((json.dumps(data, indent=1) + "\n").encode("utf-8")))
+
+
+def node_from_raw(records: RawRecords, invitation: Invitation, encoding) -> NodeData:
+    """The node's users as an encoded node: ``encoding`` (:class:`agents.encoding.Encoding`,
+    the firm's, as published) applied to the raw records; then it behaves as any node."""
+    try:
+        X = encoding.encode(records.columns, a=records.a)
+    except DataError as exc:
+        raise DataError(f"{records.source}: {exc}") from None
+    sealed = dict(coordinator_key=invitation.coordinator_key, collective_key=invitation.collective_key) \
+        if invitation.coordinator_key else {}  # a sealed run (agents.sealing)
+    return NodeData(user_ids=records.user_ids, X=X, a=records.a, y=records.y,
+                    membership_key=invitation.membership_key, tie_key=invitation.tie_key,
+                    cf_proba=records.cf_proba, coordinator_digest=invitation.coordinator_digest, **sealed)
