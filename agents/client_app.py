@@ -3,7 +3,11 @@
 A node is one user on a device, or a shard of K users in simulation
 (:mod:`agents.node`). It reads its records from the file named in its node
 config (``data-path``) or, in simulation, ``<node-data-dir>/node-<partition-id>.npz``
-from the run config. One node per run is the coalition's coordinator instead.
+from the run config. On a device ``data-path`` may name the user's own raw records
+(``.csv``/``.json``): with the collective's invitation (node config ``collective``)
+and the firm's feature encoding, which arrives with ``query.join``, the node
+encodes them itself (:mod:`agents.encoding`). One node per run is the coalition's
+coordinator instead.
 
 The handlers are thin: message formats come from :mod:`agents.protocol`, the
 collective's rule from :mod:`agents.rule` (coordinator half on the
@@ -39,6 +43,9 @@ from . import rule, sealing
 from .decision import user_tickets
 from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
 from .node import CoordinatorData, NodeData, load_node_file
+from .encoding import Encoding
+from .errors import DataError
+from .node import is_raw_records, load_invitation, load_raw_records, node_from_raw
 from .protocol import (
     JOIN,
     ROLE_COORDINATOR,
@@ -54,9 +61,24 @@ from .protocol import (
     token_digest,
 )
 
-__all__ = ["DROP_REASONS", "app", "node_file_path", "reported_labels"]
+__all__ = ["DROP_REASONS", "ENCODING_RECORD", "app", "invitation_path", "node_file_path", "reported_labels"]
 
-app = ClientApp()
+# The firm's published feature encoding (agents.encoding), sent to every node with query.join.
+ENCODING_RECORD = "encoding"
+
+
+def _remember_encoding(msg: Message, context: Context, call_next) -> Message:
+    """A node keeps the firm's feature encoding when it arrives (with ``query.join``) in its
+    state, which outlives the message: a node of raw records encodes them with it from then on."""
+    if ENCODING_RECORD in msg.content:
+        record = msg.content[ENCODING_RECORD]
+        if not isinstance(record, ConfigRecord):
+            raise DataError(f"the firm's feature encoding came as a {type(record).__name__}; allowed: a ConfigRecord")
+        context.state[ENCODING_RECORD] = ConfigRecord(dict(record))
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[_remember_encoding])
 _log = logging.getLogger(__name__)
 
 
@@ -86,6 +108,13 @@ def node_file_path(context: Context) -> Path:
     return Path(str(data_dir)) / f"node-{int(context.node_config['partition-id'])}.npz"
 
 
+def invitation_path(context: Context) -> Path | None:
+    """The collective's invitation (``collective`` in the node config): the ticket keys and the
+    coordinator's identity of a node whose data file holds raw records."""
+    value = str(context.node_config.get("collective", ""))
+    return Path(value) if value else None
+
+
 def _file_key(context: Context) -> tuple:
     path = node_file_path(context)
     stat = os.stat(path)
@@ -94,7 +123,31 @@ def _file_key(context: Context) -> tuple:
 
 def _node(context: Context) -> NodeData | CoordinatorData:
     key = _file_key(context)
+    if is_raw_records(key[0]):
+        return _raw_node(context, key)
     return _cached(_FILES, key, lambda: load_node_file(key[0]), _FILE_CACHE_SIZE)
+
+
+def _raw_node(context: Context, key: tuple) -> NodeData:
+    """A node of raw records (CSV/JSON): encoded with the firm's published encoding, once per
+    (file, invitation, encoding); from then on it is a node like any other."""
+    name = Path(key[0]).name
+    invitation = invitation_path(context)
+    if invitation is None:
+        raise DataError(f"{name} holds raw records, so the node needs the collective's invitation; allowed: "
+                        "node config collective='<path to collective.json>'")
+    if ENCODING_RECORD not in context.state:
+        raise DataError(f"{name} holds raw records, which need the firm's feature encoding; it comes with "
+                        "query.join, and none has arrived; allowed: a ServerApp that publishes its encoding")
+    encoding = Encoding.from_config(context.state[ENCODING_RECORD])
+    try:
+        stat = os.stat(invitation)
+    except OSError as exc:
+        raise DataError(f"cannot read the invitation {invitation} ({exc.strerror}); allowed: the collective's "
+                        "collective.json") from None
+    full = (*key, str(invitation), stat.st_mtime_ns, stat.st_size, encoding.digest)
+    return _cached(_FILES, full, lambda: node_from_raw(load_raw_records(key[0]), load_invitation(invitation), encoding),
+                   _FILE_CACHE_SIZE)
 
 
 # ------------------------------------------------------------------ handlers
