@@ -101,10 +101,16 @@ def _coordinator(joined: dict, roles: dict) -> tuple[list, int]:
     return genuine, len(claims) - len(genuine)
 
 
-def sign_up(wire: Wire, nodes) -> Coalition:
+def sign_up(wire: Wire, nodes, *, encoding: dict | None = None) -> Coalition:
     """First round: minority users join; the coordinator sizes the collective and
-    publishes the majority knowledge."""
-    joined = wire.wave({n: RecordDict() for n in nodes}, JOIN)
+    publishes the majority knowledge.
+
+    The join message also carries the firm's published feature encoding
+    (``encoding``, a record named ``encoding``: how it turns raw records into its
+    features, see ``agents.encoding``), so a node that holds raw records can encode
+    them before it reports; the relay never reads it."""
+    publish = lambda: RecordDict({"encoding": ConfigRecord(encoding)} if encoding else {})  # noqa: E731 - one per node
+    joined = wire.wave({n: publish() for n in nodes}, JOIN)
     roles = {n: _field(r, "role") for n, r in joined.items()}
     genuine, impostors = _coordinator(joined, roles)
     # An impostor's claim is ignored: if it also sent its users' join record it stays a user node.

@@ -119,6 +119,9 @@ class FirmSpec:
     firm_seed: int
     scenario: dict
     X_test_cf: np.ndarray | None = None
+    # How the firm encodes raw records (agents.encoding.Encoding.to_config), published to every
+    # node at sign-up so devices holding raw records report the firm's features.
+    encoding: dict | None = None
 
     @property
     def n_features(self) -> int:
@@ -130,13 +133,16 @@ class FirmSpec:
         return Schema.from_test_set(self.X_test)
 
 
-def write_firm_spec(run_dir, *, customer_ids, X_test, a_test, y_test, firm_seed, scenario: dict, X_test_cf=None):
+def write_firm_spec(run_dir, *, customer_ids, X_test, a_test, y_test, firm_seed, scenario: dict, X_test_cf=None,
+                    encoding: dict | None = None):
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays = dict(customer_ids=np.asarray(customer_ids, dtype=np.int64), X_test=X_test, a_test=a_test, y_test=y_test,
                   firm_seed=np.array(int(firm_seed), dtype=np.int64))
     if X_test_cf is not None:
         arrays["X_test_cf"] = X_test_cf
+    if encoding is not None:  # JSON: floats round-trip exactly
+        arrays["encoding"] = np.array(json.dumps(encoding, allow_nan=False))
     with open(run_dir / "firm.npz", "wb") as fh:
         np.savez(fh, **arrays)
     (run_dir / "scenario.json").write_text(json.dumps(scenario), encoding="utf-8")
@@ -149,6 +155,7 @@ def load_firm_spec(run_dir) -> FirmSpec:
             customer_ids=f["customer_ids"], X_test=f["X_test"], a_test=f["a_test"], y_test=f["y_test"],
             firm_seed=int(f["firm_seed"]), scenario=json.loads((run_dir / "scenario.json").read_text(encoding="utf-8")),
             X_test_cf=f["X_test_cf"] if "X_test_cf" in f.files else None,
+            encoding=json.loads(str(f["encoding"])) if "encoding" in f.files else None,
         )
 
 
@@ -245,7 +252,7 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
         wire = Wire(grid, round_, settings.timeout, settings.window, keep=(JOIN,), node_timeout=settings.node_timeout)
         log = wire.log
         if coalition is None:
-            coalition = sign_up(wire, nodes)
+            coalition = sign_up(wire, nodes, encoding=spec.encoding)
             results["sign_up"] = _declare(registry, wire.kept.get(JOIN, {}))
         signal, summary = coalition_signal(wire, coalition, cells)
         users = coalition.users

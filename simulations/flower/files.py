@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from agents.errors import DataError
+from agents.errors import ConfigError, DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
+from agents.node import write_invitation
 from agents.protocol import EVALUATE, REPORT, CellGrid
 from agents.sealing import new_key_pair, new_secret
 from server.server_app import write_firm_spec
@@ -33,9 +34,15 @@ from server.server_app import write_firm_spec
 from ..engine import load_data
 from ..rows import BASE, cell_columns, config_columns, method_columns
 from ..state import build_world
+from .devices import encoding_of, raw_records, write_raw_records
 
-__all__ = ["RoundWatch", "RunFiles", "node_files_removed", "prepare_run", "remove_node_files", "results_frame",
-           "round_line"]
+__all__ = ["DEVICE_FILES", "RoundWatch", "RunFiles", "node_files_removed", "prepare_run", "remove_node_files",
+           "results_frame", "round_line"]
+
+# How users' node files are written: "npz" (prepared centrally, encoded: the simulation's fast
+# path) or "raw" (what a device holds: its raw records as CSV plus the collective's invitation;
+# the node encodes them with the encoding the firm publishes at sign-up).
+DEVICE_FILES = ("npz", "raw")
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,18 @@ class RunFiles:
 
     run_dir: Path
     node_files: tuple[Path, ...]
+    invitation: Path | None = None  # the collective's invitation, with raw device files
 
     @property
     def n_nodes(self) -> int:
         return len(self.node_files)
+
+    def node_config(self, i: int) -> dict:
+        """Node ``i``'s node config on a deployment: its file, and the invitation for raw records."""
+        config = {"data-path": str(Path(self.node_files[i]).resolve())}
+        if self.invitation is not None and Path(self.node_files[i]).suffix != ".npz":
+            config["collective"] = str(Path(self.invitation).resolve())
+        return {**config, "partition-id": i, "num-partitions": self.n_nodes}
 
     @property
     def node_data_dir(self) -> Path:
@@ -55,7 +70,7 @@ class RunFiles:
 
 
 def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: int | None = None,
-                _sealed: bool = True) -> RunFiles:
+                _sealed: bool = True, device_files: str = "npz") -> RunFiles:
     """Write every node's file, the coordinator's and the firm's for one seed.
 
     Users are sharded in the engine's order, K per node; which node holds whom
@@ -64,7 +79,15 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     files) and collective secret (:mod:`agents.sealing`). ``_sealed=False`` leaves
     them out, so the coalition's payloads travel unsealed: for
     ``benchmarks/flower_scaling.py`` to measure what sealing costs, nothing else.
+
+    ``device_files`` (:data:`DEVICE_FILES`): ``"npz"`` writes each shard's encoded
+    records, ``"raw"`` its raw records as a CSV (``node-<i>.csv``,
+    :mod:`simulations.flower.devices`) plus the collective's invitation
+    ``collective.json``, as devices hold them. The firm's file always carries its
+    published feature encoding.
     """
+    if device_files not in DEVICE_FILES:
+        raise ConfigError(f"device files {device_files!r}; allowed: {', '.join(DEVICE_FILES)}")
     run_dir = Path(run_dir)
     k = int(agents_per_node or scenario.flower.agents_per_node)
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
@@ -72,13 +95,13 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     _private_dir(run_dir, chmod=False)  # a folder we create is 0700; one given to us is left as it is
     _private_dir(run_dir / "nodes", chmod=True)
     try:
-        return _write_run(scenario, run_dir, world, k, sealed=_sealed)
+        return _write_run(scenario, run_dir, world, k, sealed=_sealed, raw=device_files == "raw")
     except BaseException:  # no half-written set of users' records is left behind
         remove_node_files(RunFiles(run_dir, ()))
         raise
 
 
-def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True) -> RunFiles:
+def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True, raw: bool = False) -> RunFiles:
     p = world.prepared
     keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
     token = new_coordinator_token()  # the coordinator's identity; users hold its digest
@@ -89,6 +112,10 @@ def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True) -
     files = []
     for i, start in enumerate(range(0, n, k)):
         rows = slice(start, min(start + k, n))
+        if raw:  # what a device holds: its own raw records, nothing encoded
+            records = raw_records(p, np.arange(rows.start, rows.stop), world.user_ids[rows])
+            files.append(write_raw_records(run_dir / "nodes" / f"node-{i}.csv", records))
+            continue
         files.append(write_users_file(
             run_dir / "nodes" / f"node-{i}.npz", user_ids=world.user_ids[rows], X=p.X_train[rows],
             a=p.a_train[rows], y=p.y_train[rows], **keys, coordinator_digest=token_digest(token),
@@ -110,8 +137,14 @@ def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True) -
     write_firm_spec(
         run_dir, customer_ids=world.user_ids, X_test=p.X_test, a_test=p.a_test, y_test=p.y_test,
         firm_seed=world.firm_seed, scenario=scenario.to_dict(), X_test_cf=p.X_test_cf,
+        encoding=encoding_of(p).to_config(),
     )
-    return RunFiles(run_dir, tuple(files))
+    invitation = None
+    if raw:  # what the collective hands each member
+        invitation = write_invitation(run_dir / "nodes" / "collective.json", **keys,
+                                      coordinator_digest=token_digest(token), coordinator_key=public,
+                                      collective_key=collective)
+    return RunFiles(run_dir, tuple(files), invitation)
 
 
 def _private_dir(path: Path, *, chmod: bool) -> None:

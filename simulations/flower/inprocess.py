@@ -85,7 +85,10 @@ def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None 
                    mode: str = RUN_CONFIG["mode"]) -> dict:
     """Run the ServerApp against in-process nodes (no Flower runtime); ``mode`` as the run
     config's: ``"evaluate"`` (the experimenter's evaluator) or ``"deploy"`` (the firm only)."""
-    node_configs = [{"partition-id": i, "num-partitions": files.n_nodes} for i in range(files.n_nodes)]
+    # Nodes find .npz files as the simulation does (partition-id); raw device files by data-path
+    # and the collective's invitation (collective), as a device's SuperNode does.
+    node_configs = [files.node_config(i) if files.invitation is not None else
+                    {"partition-id": i, "num-partitions": files.n_nodes} for i in range(files.n_nodes)]
     grid = InProcessGrid(node_configs, {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
     settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0,
                            mode=mode)
