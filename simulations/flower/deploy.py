@@ -1,8 +1,11 @@
 """Deployment: a real ``flower-superlink`` and one ``flower-supernode`` per node.
 
 Each SuperNode loads one user's (or one shard's) records from the file named in
-its node config (``data-path``); one extra SuperNode is the coalition's
-coordinator. The same Flower app as the simulation runs against them with
+its node config (``data-path``): by default, as on a device, its raw records as a
+CSV plus the collective's invitation (``collective``), encoded on the node with
+the encoding the firm publishes (``--device-files npz``: encoded centrally). One
+extra SuperNode is the coalition's coordinator. The same Flower app as the
+simulation runs against them with
 ``flwr run``. Here everything listens on 127.0.0.1 in insecure mode, which is
 only acceptable on loopback; docs/federated.md shows the TLS flags for real
 devices. ``collective-fairness-deploy`` (:func:`main`) runs one seed this way
@@ -36,7 +39,7 @@ from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
 from ..cli import ArgumentParser, int_argument
 
-from .files import RoundWatch, RunFiles, node_files_removed, prepare_run, results_frame
+from .files import DEVICE_FILES, RoundWatch, RunFiles, node_files_removed, prepare_run, results_frame
 from .processes import (
     FlwrProcesses,
     app_pyproject,
@@ -60,12 +63,17 @@ def node_commands(files: RunFiles, superlink_port: int, node_ports) -> list[list
     """The ``flower-supernode`` command of every node (loopback, insecure)."""
     cmds = []
     for i, (path, port) in enumerate(zip(files.node_files, node_ports)):
-        node_config = f'data-path="{Path(path).resolve()}" partition-id={i} num-partitions={files.n_nodes}'
+        node_config = node_config_arg(files.node_config(i))
         cmds.append([
             flwr_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
             "--port", str(port), "--node-config", node_config, "--max-retries", "600", "--max-wait-time", "600",
         ])
     return cmds
+
+
+def node_config_arg(config: dict) -> str:
+    """A node config as ``flower-supernode --node-config`` takes it: ``key="text" key=number``."""
+    return " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
 
 
 def superlink_command(port: int, database: Path | None = None) -> list[str]:
@@ -160,6 +168,7 @@ class Deployment(FlwrProcesses):
 
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
                 dataset=None, timeout: float | None = None, on_round=None, mode: str = "deploy",
+                device_files: str = "raw",
                 keep_node_files: bool | None = None) -> tuple[pd.DataFrame, dict]:
     """Run one seed on a local deployment; returns the engine's rows and the raw results.
 
@@ -175,7 +184,7 @@ def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = N
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     workdir = Path(workdir).resolve()
     files = prepare_run(scenario, seed, results_path_of(workdir, seed).parent, dataset=dataset,
-                        agents_per_node=agents_per_node)
+                        agents_per_node=agents_per_node, device_files=device_files)
     keep = scenario.flower.keep_node_files if keep_node_files is None else bool(keep_node_files)
     with node_files_removed(files, keep=keep), Deployment(files, workdir) as dep:  # nodes stop, then files go
         results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
@@ -241,6 +250,10 @@ def _parser() -> argparse.ArgumentParser:
                         "one reported row per cell, and every cell is trained (a loopback view for experiments, "
                         "never a real firm's)")
     p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
+    p.add_argument("--device-files", choices=DEVICE_FILES, default="raw",
+                   help="users' node files: raw (default: each node's raw records as a CSV plus the collective's "
+                        "invitation, encoded on the node with the encoding the firm publishes) or npz (encoded "
+                        "centrally, as the simulation backend does)")
     p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
     p.add_argument("--print-commands", action="store_true",
                    help="write the node files, print the commands, exit (the node files stay)")
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             workdir = args.workdir.resolve()
             try:
                 files = prepare_run(scenario, seed, workdir / f"seed-{seed}", dataset=load_data(scenario, seed=seed),
-                                    agents_per_node=args.agents_per_node)
+                                    agents_per_node=args.agents_per_node, device_files=args.device_files)
             except OSError as exc:
                 raise DataError(f"--workdir {str(args.workdir)!r}: cannot write the node files ({exc.strerror}); "
                                 "allowed: a writable folder") from None
@@ -310,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starting a SuperLink and SuperNodes on 127.0.0.1 (logs: {args.workdir}/logs)", flush=True)
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
                                      rounds=args.rounds, on_round=lambda line: print(line, flush=True), mode=mode,
+                                     device_files=args.device_files,
                                      keep_node_files=args.keep_node_files or scenario.flower.keep_node_files)
     except CollectiveFairnessError as exc:
         print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from simulations.flower.deploy import Deployment, main, node_commands
 from simulations.flower.files import prepare_run, results_frame
 from simulations.flower.processes import alive, process_tree
 from simulations.scenario import Scenario
+from simulations.state import build_world
 
 TOY = Scenario(name="toy-deploy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
@@ -96,12 +97,28 @@ def test_the_deploy_command_runs_the_firm_on_one_cell_unless_asked_to_evaluate(t
         assert "--cell" in err and "allowed" in err and err.count("\n") == 1, err
 
 
+def write_device_files(files, dataset):
+    """Each user node's file as a device holds it (docs/federated.md, On a device), written here from
+    the dataset's raw records: user_id, the raw feature columns, a, y. Nothing encoded."""
+    world = build_world(TOY, dataset, 0)
+    p = world.prepared
+    for i, path in enumerate(files.node_files[:-1]):
+        rows = np.arange(30 * i, min(30 * (i + 1), world.n_users))
+        frame = pd.DataFrame({"user_id": world.user_ids[rows]})
+        for column in dataset.features.columns:
+            frame[column] = dataset.features[column].to_numpy()[p.train_index[rows]]
+        frame["a"], frame["y"] = p.a_train[rows], p.y_train[rows]
+        frame.to_csv(path, index=False)
+
+
 @pytest.mark.slow
 def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     dataset = engine.load_data(TOY, seed=0)
     reference = engine.run_seed(TOY, 0, dataset=dataset)
-    files = prepare_run(TOY, 0, tmp_path / "seed-0", dataset=dataset, agents_per_node=30)
+    files = prepare_run(TOY, 0, tmp_path / "seed-0", dataset=dataset, agents_per_node=30, device_files="raw")
     assert files.n_nodes == 3  # two shards of 30 users and the coordinator
+    assert [p.suffix for p in files.node_files] == [".csv", ".csv", ".npz"] and files.invitation.exists()
+    write_device_files(files, dataset)  # the nodes encode them with the encoding the firm publishes
     started = []
     with Deployment(files, tmp_path) as dep:
         started = [p.pid for p in dep.processes]

@@ -186,7 +186,8 @@ def test_deploy_removes_the_node_files_unless_kept(dataset, tmp_path, monkeypatc
     assert len(frame) == 3 and not nodes.exists()
     deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, keep_node_files=True,
                        mode="evaluate")
-    assert sorted(p.name for p in nodes.iterdir()) == ["node-0.npz", "node-1.npz", "node-2.npz"]
+    # a deployment's users hold raw records and the collective's invitation, as devices do
+    assert sorted(p.name for p in nodes.iterdir()) == ["collective.json", "node-0.csv", "node-1.csv", "node-2.npz"]
     monkeypatch.setattr(InProcessDeployment, "fail", True)
     with pytest.raises(RuntimeError, match="SuperNode died"):
         deploy.deploy_seed(TOY, 0, tmp_path / "w", dataset=dataset, agents_per_node=30, mode="evaluate")
@@ -203,10 +204,10 @@ def test_deploy_cli_keeps_node_files_only_when_asked(tmp_path, monkeypatch, caps
     assert deploy.main([str(cfg), "--agents-per-node", "30", "--workdir", str(work)]) == 0
     assert not nodes.exists() and "node files: removed" in capsys.readouterr().out
     assert deploy.main([str(cfg), "--agents-per-node", "30", "--workdir", str(work), "--keep-node-files"]) == 0
-    assert len(list(nodes.iterdir())) == 3 and f"node files: kept in {nodes}" in capsys.readouterr().out
+    assert len(list(nodes.iterdir())) == 4 and f"node files: kept in {nodes}" in capsys.readouterr().out
     remove_node_files(deploy.RunFiles(work / "seed-0", ()))
     # --print-commands: the user starts the nodes, so the files stay, 0600, and the way to remove them is printed
     assert deploy.main([str(cfg), "--agents-per-node", "30", "--workdir", str(work), "--print-commands"]) == 0
     out = capsys.readouterr().out
-    assert [mode(p) for p in sorted(nodes.iterdir())] == [0o600] * 3 and mode(nodes) == 0o700
+    assert [mode(p) for p in sorted(nodes.iterdir())] == [0o600] * 4 and mode(nodes) == 0o700
     assert f"rm -r {nodes.resolve()}" in out
