@@ -120,7 +120,8 @@ def _run(args) -> int:
     _, summary = run_into(scenario, out, fresh=args.fresh, n_jobs=args.jobs,
                           progress=not args.quiet, plots=not args.no_plots)
     print(summary)
-    print(f"\nresults: {out}/runs.csv (summary.txt, figures *.png)")
+    rounds = ", rounds.csv: every round" if scenario.dynamics is not None else ""
+    print(f"\nresults: {out}/runs.csv (summary.txt, figures *.png{rounds})")
     return 0
 
 
@@ -166,6 +167,10 @@ def _validate(args) -> int:
         if scenario.defence is not None:
             d = scenario.defence
             extra += f", defence: {'/'.join(d.audits)} x {'/'.join(d.actions)}{' + adaptive' if d.adaptive else ''}"
+        if scenario.dynamics is not None:
+            d = scenario.dynamics
+            extra += (f", dynamics: {d.rounds} rounds, {d.participation} participation, "
+                      f"{'/'.join(d.coordination)} on a {d.graph['kind']} graph")
         print(f"{path}: ok ({scenario.name}: {scenario.data.dataset}, {n} runs, backend {scenario.engine.backend}{extra})")
     return 0
 

@@ -96,8 +96,16 @@ class ResultsFolder:
     def scenario_toml(self) -> Path:
         return self.path / "scenario.toml"
 
+    @property
+    def rounds_csv(self) -> Path:
+        """The per-round table of a ``[dynamics]`` scenario (:mod:`simulations.dynamics`)."""
+        return self.path / "rounds.csv"
+
     def _partial(self, seed: int) -> Path:
         return self.path / "partial" / f"seed-{seed}.csv"
+
+    def _partial_rounds(self, seed: int) -> Path:
+        return self.path / "partial" / f"rounds-seed-{seed}.csv"
 
     def unwritable(self, exc: OSError) -> DataError:
         """The one-line error for a folder that cannot be written."""
@@ -205,6 +213,20 @@ class ResultsFolder:
 
     def load_seed(self, seed: int) -> pd.DataFrame:
         return pd.read_csv(self._partial(seed))
+
+    def save_rounds(self, seed: int, frame: pd.DataFrame) -> None:
+        """Checkpoint one seed's per-round table; saved before the seed's own checkpoint, so
+        a seed counted as finished always has its rounds."""
+        try:
+            atomic_write_text(self._partial_rounds(seed), frame.to_csv(index=False))
+        except OSError as exc:
+            raise self.unwritable(exc) from None
+
+    def load_rounds(self, seed: int) -> pd.DataFrame:
+        return pd.read_csv(self._partial_rounds(seed))
+
+    def finish_rounds(self, frame: pd.DataFrame) -> None:
+        atomic_write_text(self.rounds_csv, frame.to_csv(index=False))
 
     def finish(self, scenario: Scenario, frame: pd.DataFrame, *, extra: dict | None = None) -> None:
         atomic_write_text(self.runs_csv, frame.to_csv(index=False))

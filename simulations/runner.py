@@ -47,6 +47,10 @@ def run_into(
         executor = make_executor(scenario.engine.executor, scenario.engine.n_jobs if n_jobs is None else n_jobs)
         todo = [s for s in scenario.seeds if s not in done]
         per_seed = engine.count_fits(scenario)
+        if scenario.dynamics is not None:  # many rounds: a per-round table beside runs.csv
+            from . import dynamics
+
+            run_seed, per_seed = dynamics.run_seed, dynamics.count_fits(scenario)
         timings = {}
         dataset = None
         with tqdm(total=per_seed * len(scenario.seeds), initial=per_seed * len(done), disable=not progress,
@@ -57,10 +61,17 @@ def run_into(
                     dataset = engine.load_data(scenario, seed=seed)
                 frame = run_seed(scenario, seed, dataset=dataset, executor=executor, on_fit=bar.update,
                                  progress=progress)
+                if scenario.dynamics is not None:
+                    frame, rounds = frame
+                    folder.save_rounds(seed, rounds)
                 timings[seed] = round(time.perf_counter() - start, 3)
                 folder.save_seed(seed, frame)  # unwritable: rows go to a temporary file, one-line error
         runs = pd.concat([folder.load_seed(s) for s in scenario.seeds], ignore_index=True)
         try:
+            if scenario.dynamics is not None:
+                folder.finish_rounds(pd.concat([folder.load_rounds(s) for s in scenario.seeds], ignore_index=True))
+            else:  # a --fresh run of a one-shot scenario over a dynamics folder
+                folder.rounds_csv.unlink(missing_ok=True)
             folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
             text = write_summary(runs, folder.path)
             if plots:

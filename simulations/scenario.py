@@ -38,6 +38,7 @@ __all__ = [
     "CollectiveConfig",
     "DataConfig",
     "DefenceConfig",
+    "DynamicsConfig",
     "EngineConfig",
     "FirmConfig",
     "FlowerConfig",
@@ -500,6 +501,185 @@ class DefenceConfig(_Section):
         return tuple(v for v in own if v in value)
 
 
+# [dynamics]: what each mode reads, the keys of [dynamics.graph] per kind, and their rules.
+DYNAMICS_MODES = {
+    "reports": ("replace", "accumulate"),
+    "participation": ("fixed", "threshold", "benefit-cost"),
+    "coordination": ("coordinator", "reach", "gossip"),
+}
+# key -> (mode setting, the value that uses it): a key set away from its default
+# while its mode is not chosen is a mistake (a typo in the mode, or a forgotten key).
+DYNAMICS_MODE_KEYS = {
+    "window": ("reports", "accumulate"),
+    "threshold_mean": ("participation", "threshold"),
+    "threshold_sd": ("participation", "threshold"),
+    "leave": ("participation", "threshold"),
+    "seen": ("participation", "threshold"),
+    "public": ("participation", "benefit-cost"),
+    "cost_mean": ("participation", "benefit-cost"),
+    "cost_sd": ("participation", "benefit-cost"),
+    "free_ride": ("participation", "benefit-cost"),
+    "memory": ("participation", "benefit-cost"),
+    "hops": ("coordination", "reach"),
+    "gossip_steps": ("coordination", "gossip"),
+    "gossip_bins": ("coordination", "gossip"),
+}
+PUBLIC = ("own-outcome", "group-rates")
+# [dynamics.graph]: kind -> its parameters (rule, description); parameters left out take
+# simulations.graphs' defaults.
+_PROBABILITY = (lambda v: _is_num(v) and 0 <= v <= 1, "a number in [0, 1]")
+_GRAPH_PARAMETERS = {
+    "mean_degree": (lambda v: _is_finite(v) and v >= 0, "a number >= 0"),
+    "m": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "k": (lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "an even int >= 2"),
+    "p": _PROBABILITY,
+    "p_in": _PROBABILITY,
+    "p_out": _PROBABILITY,
+    "blocks": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "path": (lambda v: isinstance(v, str) and bool(v.strip()), "a path to a file of 'i j' lines"),
+}
+GRAPH_KINDS = {
+    "complete": (),
+    "erdos-renyi": ("mean_degree",),
+    "barabasi-albert": ("m",),
+    "watts-strogatz": ("k", "p"),
+    "sbm": ("blocks", "p_in", "p_out"),
+    "edge-list": ("path",),
+}
+
+
+def _check_graph(where: str, graph) -> dict:
+    """``[dynamics.graph]``: a kind and that kind's parameters; returns it with '-' spelled '_'."""
+    if not isinstance(graph, dict):
+        _fail(where, f"must be a table, got {_describe(graph)}; allowed: a [dynamics.graph] table with kind = "
+                     f"{', '.join(GRAPH_KINDS)}")
+    graph = {str(k).replace("-", "_"): v for k, v in graph.items()}
+    kind = graph.get("kind", "complete")
+    _name(f"{where} kind", kind, tuple(GRAPH_KINDS), "graph kind")
+    allowed = GRAPH_KINDS[kind]
+    for key, value in graph.items():
+        if key == "kind":
+            continue
+        if key not in allowed:
+            _fail(f"{where} {key}", f"is not a parameter of kind {kind!r}; allowed: "
+                                    f"{', '.join(allowed) or 'no parameters'}")
+        ok, rule = _GRAPH_PARAMETERS[key]
+        if not ok(value):
+            _fail(f"{where} {key}", f"{_describe(value)} is not allowed; allowed: {rule}")
+    return {"kind": kind, **{k: v for k, v in graph.items() if k != "kind"}}
+
+
+@dataclass(frozen=True)
+class DynamicsConfig(_Section):
+    """Optional ``[dynamics]``: many rounds, a retraining firm, partial participation and
+    imperfect coordination (:mod:`simulations.dynamics` documents every key). Absent: the
+    paper's one-shot experiment, unchanged."""
+
+    SECTION = "dynamics"
+    TUPLES = ("public", "coordination")
+
+    rounds: int = 10
+    reports: str = "replace"  # what the firm trains on: this round's reports, or the last `window` rounds'
+    window: Any = "all"
+    public: tuple = PUBLIC  # what members observe (benefit-cost)
+    participation: str = "fixed"
+    threshold_mean: float = 0.25
+    threshold_sd: float = 0.1
+    leave: bool = False
+    seen: str = "everyone"
+    cost_mean: float = 0.02
+    cost_sd: float = 0.01
+    free_ride: bool = False
+    memory: int = 1
+    organisers: Any = 0  # an int count, or a fraction of the members
+    organisers_by: str = "random"
+    graph: dict = field(default_factory=lambda: {"kind": "complete"})
+    coordination: tuple = ("coordinator",)  # the first is the run's; others are paired reference trajectories
+    hops: int = 1
+    gossip_steps: int = 30
+    gossip_bins: int = 256
+    compliance: float = 1.0
+    dropout: float = 0.0
+    score_noise: float = 0.0
+    staleness: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.coordination, str):
+            object.__setattr__(self, "coordination", (self.coordination,))
+        object.__setattr__(self, "graph", _check_graph("[dynamics.graph]", self.graph))
+        super().__post_init__()
+
+    def validate(self, where: str):
+        if not _is_int(self.rounds) or not 1 <= self.rounds <= 100_000:
+            _fail(f"{where} rounds", f"{self.rounds!r} is not allowed; allowed: an int from 1 to 100000")
+        for name in ("reports", "participation"):
+            _name(f"{where} {name}", getattr(self, name), DYNAMICS_MODES[name], name.rstrip("s") + " mode")
+        _names(f"{where} coordination", self.coordination, DYNAMICS_MODES["coordination"], "coordination")
+        if self.window != "all" and (not _is_int(self.window) or self.window < 1):
+            _fail(f"{where} window", f"{self.window!r} is not allowed; allowed: an int >= 1 (rounds of reports "
+                                     "kept), or \"all\"")
+        if not isinstance(self.public, tuple) or any(v not in PUBLIC for v in self.public):
+            shown = list(self.public) if isinstance(self.public, tuple) else self.public
+            _fail(f"{where} public", f"{shown!r} is not allowed; allowed: a list of {', '.join(PUBLIC)} (or [])")
+        _no_repeats(f"{where} public", "observation", self.public, key=lambda v: v)
+        for name in ("threshold_mean", "cost_mean"):
+            if not _is_finite(getattr(self, name)):
+                _fail(f"{where} {name}", f"{getattr(self, name)!r} is not allowed; allowed: a finite number")
+        for name in ("threshold_sd", "cost_sd", "score_noise"):
+            value = getattr(self, name)
+            if not _is_finite(value) or value < 0:
+                _fail(f"{where} {name}", f"{value!r} is not allowed; allowed: a finite number >= 0 (a standard "
+                                         "deviation)")
+        for name in ("compliance", "dropout"):
+            value = getattr(self, name)
+            if not _is_num(value) or not 0 <= value <= 1:
+                _fail(f"{where} {name}", f"{value!r} is not allowed; allowed: a probability in [0, 1]")
+        for name in ("leave", "free_ride"):
+            _flag(f"{where} {name}", getattr(self, name))
+        _name(f"{where} seen", self.seen, ("everyone", "neighbours"), "audience")
+        _name(f"{where} organisers_by", self.organisers_by, ("random", "most-connected"), "way to choose organisers")
+        for name, low in (("memory", 1), ("hops", 0), ("gossip_steps", 1), ("gossip_bins", 2), ("staleness", 0)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                _fail(f"{where} {name}", f"{value!r} is not allowed; allowed: an int >= {low}")
+        organisers = self.organisers
+        if not ((_is_int(organisers) and organisers >= 0) or (_is_num(organisers) and not _is_int(organisers)
+                                                                and 0 <= organisers <= 1)):
+            _fail(f"{where} organisers", f"{organisers!r} is not allowed; allowed: an int count >= 0 or a fraction "
+                                         "in [0, 1] of the members")
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
+        for key, (mode, value) in DYNAMICS_MODE_KEYS.items():
+            chosen = getattr(self, mode)
+            used = value in chosen if mode == "coordination" else value == chosen
+            if not used and getattr(self, key) != defaults[key]:
+                _fail(f"{where} {key}", f"is only read when {mode} = {value!r} (here {mode} = "
+                                        f"{chosen if isinstance(chosen, str) else list(chosen)!r}); allowed: drop "
+                                        f"{key}, or set {mode} = {value!r}")
+        if "reach" in self.coordination and organisers == 0:
+            _fail(f"{where} organisers", "is 0, so coordination 'reach' reaches nobody (the coordinator speaks "
+                                         "through the organisers); allowed: an int >= 1 or a fraction > 0 of the "
+                                         "members, or another coordination")
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether anything reads the members' graph."""
+        return ((self.participation == "threshold" and self.seen == "neighbours")
+                or self.organisers_by == "most-connected"
+                or any(mode in self.coordination for mode in ("reach", "gossip")))
+
+    def check_against(self, where: str, scenario: "Scenario"):
+        if scenario.engine.backend != "vectorised":
+            _fail("[engine] backend", f"{scenario.engine.backend!r} cannot run [dynamics]; allowed: 'vectorised' (or "
+                                      "drop [dynamics])")
+        if scenario.compares:
+            _fail(where, "cannot run with [baselines] or [defence] (they compare one-shot fits); allowed: drop "
+                         "[baselines] and [defence], or drop [dynamics]")
+        if self.graph["kind"] != "complete" and not self.uses_graph:
+            _fail("[dynamics.graph] kind", f"{self.graph['kind']!r} is drawn but nothing reads it; allowed: "
+                                               "'complete', or a graph with seen = 'neighbours', organisers_by = "
+                                               "'most-connected', or coordination 'reach' or 'gossip'")
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One experiment: a grid of (seed, method, alpha, budget) runs.
@@ -518,6 +698,7 @@ class Scenario:
     flower: FlowerConfig = field(default_factory=FlowerConfig)
     baselines: BaselinesConfig | None = None  # optional sections: absent = not run
     defence: DefenceConfig | None = None
+    dynamics: DynamicsConfig | None = None  # absent: the paper's one-shot experiment
 
     SECTIONS = {
         "data": DataConfig,
@@ -526,7 +707,7 @@ class Scenario:
         "engine": EngineConfig,
         "flower": FlowerConfig,
     }
-    OPTIONAL = {"baselines": BaselinesConfig, "defence": DefenceConfig}
+    OPTIONAL = {"baselines": BaselinesConfig, "defence": DefenceConfig, "dynamics": DynamicsConfig}
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
@@ -555,6 +736,8 @@ class Scenario:
         if self.compares and self.engine.backend != "vectorised":
             _fail("[engine] backend", f"{self.engine.backend!r} cannot run [baselines] or [defence]; "
                                       "allowed: 'vectorised' (or drop [baselines] and [defence])")
+        if self.dynamics is not None:
+            self.dynamics.check_against("[dynamics]", self)
 
     @property
     def compares(self) -> bool:
@@ -645,6 +828,10 @@ class Scenario:
         except ValueError as exc:
             key = "params" if self.firm.params else "model"
             raise ConfigError(f"{source}: [firm] {key}: {self.firm.model!r}: {exc}") from None
+        if self.dynamics is not None:  # the members' graph and organisers, as the first round builds them
+            from .dynamics import check_world
+
+            check_world(self, world, source)
         if self.defence is not None:
             fewest = int(np.bincount(y, minlength=2).min())
             if self.defence.cv > fewest:
@@ -683,4 +870,7 @@ def load_scenario(path: str | Path | None = None) -> Scenario:
         if isinstance(file, str) and not Path(file).is_absolute():
             # A data file named in a scenario is found next to the scenario.
             data["options"]["path"] = str((path.parent / file).resolve())
+    graph = raw.get("dynamics", {}).get("graph") if isinstance(raw.get("dynamics"), dict) else None
+    if isinstance(graph, dict) and isinstance(graph.get("path"), str) and not Path(graph["path"]).is_absolute():
+        graph["path"] = str((path.parent / graph["path"]).resolve())  # an edge list is found next to the scenario
     return Scenario.from_dict(raw, source=str(path))

@@ -35,7 +35,8 @@ __all__ = ["Decisions", "RunState", "World", "build_world", "collective_decision
 # child does not depend on how many are spawned, so existing streams never move.
 STREAMS = ("split", "membership", "ties", "reference", "firm",
            "baselines", "defence", "trusted", "adaptive",  # these four: simulations.comparison
-           "validation")  # the collective's pilot (World.pilot)
+           "validation",  # the collective's pilot (World.pilot)
+           "graph", "participation", "organisers", "dropout", "compliance", "noise")  # simulations.dynamics
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:

@@ -300,6 +300,51 @@ BAD_INPUTS.update({
 })
 
 
+
+def _edge_list(text: str, **graph):
+    """A callable writing ``text`` as edges.txt and returning a gossip scenario over it."""
+    def make(folder: Path) -> str:
+        (folder / "edges.txt").write_text(text)
+        return _with(dynamics={"rounds": 2, "coordination": "gossip",
+                               "graph": {"kind": "edge-list", "path": "edges.txt", **graph}})
+    return make
+
+
+BAD_INPUTS.update({
+    # [dynamics] (simulations.dynamics): one line per bad value, before anything is written
+    "dynamics-compliance": (_with(dynamics={"compliance": 1.5}), [],
+                            "[dynamics] compliance: 1.5 is not allowed; allowed: a probability in [0, 1]"),
+    "dynamics-dropout-negative": (_with(dynamics={"dropout": -0.1}), [],
+                                  "[dynamics] dropout: -0.1 is not allowed; allowed: a probability in [0, 1]"),
+    "dynamics-participation": (_with(dynamics={"participation": "magic"}), [],
+                               "[dynamics] participation: unknown participation mode 'magic'; allowed: fixed, "
+                               "threshold, benefit-cost"),
+    "dynamics-graph-kind": (_with(dynamics={"coordination": "gossip", "graph": {"kind": "ring"}}), [],
+                            "[dynamics.graph] kind: unknown graph kind 'ring'; allowed: complete, erdos-renyi, "
+                            "barabasi-albert, watts-strogatz, sbm, edge-list"),
+    "dynamics-graph-parameter": (_with(dynamics={"coordination": "gossip", "graph": {"kind": "erdos-renyi", "m": 3}}),
+                                 [], "[dynamics.graph] m: is not a parameter of kind 'erdos-renyi'; allowed: "
+                                     "mean_degree"),
+    "dynamics-reach-nobody": (_with(dynamics={"coordination": "reach"}), [],
+                              "[dynamics] organisers: is 0, so coordination 'reach' reaches nobody"),
+    "dynamics-unused-key": (_with(dynamics={"hops": 2}), [], "[dynamics] hops: is only read when coordination = "
+                                                             "'reach' (here coordination = ['coordinator']); allowed:"),
+    "dynamics-coordination-twice": (_with(dynamics={"coordination": ["gossip", "gossip"]}), [],
+                                    "[dynamics] coordination: lists coordination 'gossip' twice"),
+    "dynamics-rounds-zero": (_with(dynamics={"rounds": 0}), [], "[dynamics] rounds: 0 is not allowed; allowed: an int "
+                                                                "from 1 to 100000"),
+    "dynamics-flower": (_with(dynamics={"rounds": 2}), ["--backend", "flower"],
+                        "[engine] backend: 'flower' cannot run [dynamics]; allowed: 'vectorised'"),
+    "dynamics-with-defence": (_with(dynamics={"rounds": 2}, defence={"audits": ["trusted-sample"]}), [],
+                              "[dynamics]: cannot run with [baselines] or [defence]"),
+    "dynamics-graph-too-dense": (_with(dynamics={"coordination": "gossip",
+                                                 "graph": {"kind": "barabasi-albert", "m": 100000}}), [],
+                                 "[dynamics.graph] barabasi-albert m must be an integer in [1, "),
+    "dynamics-edge-list-unknown-user": (_edge_list("0 999999\n"), [], "[dynamics.graph] edge list "),
+    "dynamics-edge-list-missing": (lambda d: _edge_list("")(d).replace("edges.txt", "gone.txt"), [],
+                                   "[dynamics.graph] edge list "),
+})
+
 @pytest.mark.parametrize(
     "case, command",
     [(case, command) for case, (_, extra, _) in BAD_INPUTS.items() for command in ("run", "validate")

@@ -237,3 +237,79 @@ def test_check_data_loads_the_data_as_a_run_would(tmp_path):
     with pytest.raises(ConfigError, match=r"^scenario: \[data\] toy: option n=5 is not allowed"):
         Scenario(name="t", data={"dataset": "toy", "options": {"n": 5}}).check_data()
     Scenario(name="t", data={"dataset": "adult"}).check_data()  # bundled
+
+
+# --------------------------------------------------------------------------- [dynamics]
+
+
+def test_dynamics_absent_by_default_and_round_trips(tmp_path):
+    assert Scenario().dynamics is None and "dynamics" not in Scenario().to_dict()
+    s = Scenario(name="d", data={"dataset": "toy"},
+                 dynamics={"rounds": 3, "coordination": ["gossip", "coordinator"], "gossip-steps": 5,
+                           "graph": {"kind": "watts-strogatz", "k": 4, "p": 0.1}})
+    assert s.dynamics.coordination == ("gossip", "coordinator") and s.dynamics.gossip_steps == 5
+    assert load_scenario(write(tmp_path, s.to_dict())) == s
+    assert Scenario(name="d", dynamics={"coordination": "gossip"}).dynamics.coordination == ("gossip",)
+
+
+def test_dynamics_edge_list_path_is_found_next_to_the_scenario(tmp_path):
+    raw = {"name": "d", "data": {"dataset": "toy"},
+           "dynamics": {"coordination": "gossip", "graph": {"kind": "edge-list", "path": "g/edges.txt"}}}
+    assert load_scenario(write(tmp_path, raw)).dynamics.graph["path"] == str(tmp_path / "g" / "edges.txt")
+
+
+@pytest.mark.parametrize(
+    "dynamics, message",
+    [
+        ({"rounds": 0}, "[dynamics] rounds: 0 is not allowed; allowed: an int from 1 to 100000"),
+        ({"rounds": True}, "[dynamics] rounds: True is not allowed"),
+        ({"compliance": -0.5}, "[dynamics] compliance: -0.5 is not allowed; allowed: a probability in [0, 1]"),
+        ({"dropout": 2}, "[dynamics] dropout: 2 is not allowed; allowed: a probability in [0, 1]"),
+        ({"score_noise": float("nan")}, "[dynamics] score_noise: nan is not allowed; allowed: a finite number >= 0"),
+        ({"participation": "vote"}, "[dynamics] participation: unknown participation mode 'vote'; allowed: fixed, "
+                                    "threshold, benefit-cost"),
+        ({"reports": "keep"}, "[dynamics] reports: unknown report mode 'keep'; allowed: replace, accumulate"),
+        ({"coordination": "telepathy"}, "[dynamics] coordination: unknown coordination 'telepathy'; allowed: "
+                                        "coordinator, reach, gossip"),
+        ({"coordination": []}, "[dynamics] coordination: must be a non-empty list"),
+        ({"public": ["gossip"]}, "[dynamics] public: ['gossip'] is not allowed; allowed: a list of own-outcome, "
+                                 "group-rates"),
+        ({"organisers": -1}, "[dynamics] organisers: -1 is not allowed; allowed: an int count >= 0 or a fraction"),
+        ({"organisers": 1.5}, "[dynamics] organisers: 1.5 is not allowed"),
+        ({"organisers_by": "loudest"}, "[dynamics] organisers_by: unknown way to choose organisers 'loudest'; "
+                                       "allowed: random, most-connected"),
+        ({"coordination": "reach"}, "[dynamics] organisers: is 0, so coordination 'reach' reaches nobody"),
+        ({"coordination": "reach", "organisers": 0.0}, "reaches nobody"),
+        ({"window": 3}, "[dynamics] window: is only read when reports = 'accumulate' (here reports = 'replace'); "
+                        "allowed: drop window, or set reports = 'accumulate'"),
+        ({"reports": "accumulate", "window": 0}, "[dynamics] window: 0 is not allowed; allowed: an int >= 1"),
+        ({"cost_mean": 0.5}, "[dynamics] cost_mean: is only read when participation = 'benefit-cost'"),
+        ({"participation": "threshold", "seen": "friends"}, "[dynamics] seen: unknown audience 'friends'; allowed: "
+                                                            "everyone, neighbours"),
+        ({"graph": {"kind": "ring"}}, "[dynamics.graph] kind: unknown graph kind 'ring'; allowed: complete"),
+        ({"graph": "complete"}, "[dynamics.graph]: must be a table, got the string 'complete'"),
+        ({"coordination": "gossip", "graph": {"kind": "watts-strogatz", "k": 3, "p": 0.1}},
+         "[dynamics.graph] k: the integer 3 is not allowed; allowed: an even int >= 2"),
+        ({"coordination": "gossip", "graph": {"kind": "sbm", "blocks": 2, "p_in": 1.2, "p_out": 0.1}},
+         "[dynamics.graph] p_in: the number 1.2 is not allowed; allowed: a number in [0, 1]"),
+        ({"graph": {"kind": "erdos-renyi", "mean_degree": 5}}, "[dynamics.graph] kind: 'erdos-renyi' is drawn but "
+                                                               "nothing reads it"),
+        ({"gossip_steps": 5}, "[dynamics] gossip_steps: is only read when coordination = 'gossip'"),
+        ({"coordination": "gossip", "gossip_steps": 0}, "[dynamics] gossip_steps: 0 is not allowed; allowed: an int "
+                                                        ">= 1"),
+        ({"staleness": -1}, "[dynamics] staleness: -1 is not allowed; allowed: an int >= 0"),
+        ({"roundz": 3}, "[dynamics] roundz: unknown key; allowed: rounds, reports"),
+    ],
+)
+def test_bad_dynamics_values_are_one_line(dynamics, message):
+    with pytest.raises(ConfigError) as err:
+        Scenario.from_dict({"name": "d", "data": {"dataset": "toy"}, "dynamics": dynamics})
+    line = str(err.value)
+    assert message in line and "; allowed: " in line and "\n" not in line, line
+
+
+def test_dynamics_needs_the_vectorised_backend_and_no_comparison():
+    with pytest.raises(ConfigError, match=r"\[engine\] backend: 'flower' cannot run \[dynamics\]; allowed"):
+        Scenario(name="d", engine={"backend": "flower"}, dynamics={})
+    with pytest.raises(ConfigError, match=r"\[dynamics\]: cannot run with \[baselines\] or \[defence\]"):
+        Scenario(name="d", baselines={"methods": ["reweighing"]}, dynamics={})

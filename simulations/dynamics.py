@@ -1,0 +1,657 @@
+"""Many rounds: a retraining firm, members who join and leave, imperfect coordination.
+
+The paper's experiment is one round of a perfectly coordinated collective of a
+fixed size (:func:`simulations.engine.run_seed`). A scenario with a
+``[dynamics]`` section runs :class:`CollectiveDynamics` instead, a Mesa-style
+model: one object per seed holding the world, explicit random streams (spawned
+from the run's one seed), a :meth:`~CollectiveDynamics.step` per round, and a
+data collector (:meth:`~CollectiveDynamics.table`) giving a tidy per-round table.
+Every cell of the grid (method, alpha, budget) is its own trajectory, and so is
+each coordination mode listed (paired: the same draws in every trajectory).
+
+Who is who. ``alpha`` is the share of the minority that *knows of* the
+collective: the members, nested by membership tickets as in the one-shot
+experiment. The participation rule decides which members act each round (the
+participants); participants with y = 0 are the round's candidate pool, and the
+budget is a fraction of that pool (or a count). The members' graph
+(``[dynamics.graph]``) is a graph among the minority's training users; a
+member sees the members among its neighbours, and the collective's messages
+(``reach``, ``gossip``) travel between this round's participants only.
+
+Round t (t = 1..rounds), for every trajectory:
+
+1. the firm publishes its model: trained last round on the reports it held
+   (round 1: the base model, trained on the true labels);
+2. members observe what a person could (``public``): their own predicted outcome
+   under the published model (``own-outcome``: its probability of the
+   favourable label) and the favourable-outcome rate per group the firm
+   publishes (``group-rates``: its selection rates on the test set);
+3. participation updates: the rule, then organisers (who always act and never
+   drop out), then dropout (each other participant sits the round out with
+   probability ``dropout``);
+4. coordination gives each participant a threshold and every candidate decides
+   locally, as in :mod:`agents.rule` ((score, tie ticket) >= its threshold),
+   on its own score plus ``score_noise``, using the signal of ``staleness``
+   rounds ago (none yet: it does not act), and follows it with probability
+   ``compliance``;
+5. the firm receives every training user's report (true label, or 1 for a flip)
+   and retrains, warm-started from its own last model when the estimator
+   supports it; a firm whose training set did not change keeps its model;
+6. the model is evaluated on the test set (:func:`server.training.evaluate`) and
+   one row per trajectory is collected.
+
+With ``rounds = 1``, fixed participation, the coordinator, compliance 1 and no
+noise, dropout or staleness, round 1 *is* the one-shot experiment: the same
+decisions and the same fits (the firm's warm-start chains along each (method,
+alpha)'s budgets), so ``runs.csv`` is byte-identical to a run without
+``[dynamics]``. The last round's rows of the first coordination mode go to
+``runs.csv`` (the one-shot columns, with the collective's one-shot pilot when
+``[collective] validation`` is set), every round's rows to ``rounds.csv``.
+
+``[dynamics]`` keys (defaults in brackets):
+
+* ``rounds`` [10];
+* ``reports`` ["replace"]: the firm trains on this round's reports;
+  "accumulate": on the reports of the last ``window`` rounds ["all"], each
+  round's reports being one more copy of every training row;
+* ``participation`` ["fixed"]: every member acts every round;
+  "threshold" (Granovetter): thresholds ~ Normal(``threshold_mean`` [0.25],
+  ``threshold_sd`` [0.1]) per member, drawn once; a member joins once the share
+  of participants it saw last round reaches its threshold, among all members
+  (``seen = "everyone"``) or among its neighbours who are members
+  (``"neighbours"``); joining is for good unless ``leave`` [false];
+  "benefit-cost": costs ~ Normal(``cost_mean`` [0.02], ``cost_sd`` [0.01]) per
+  member, drawn once; a member's gain is what the published models of the last
+  ``memory`` [1] rounds gave it over the base model, averaged: the change of its
+  own favourable probability (``own-outcome``) plus the change of the minority's
+  favourable rate minus the majority's (``group-rates``), as ``public``
+  [both] allows; it acts iff gain > cost (:func:`agents.participation.benefit_cost_rule`).
+  With ``free_ride`` [false] a member reckons its own action adds only 1/N of
+  what the N participants of last round achieved, keeps the rest without
+  acting, and free rides when that share does not pay its cost;
+* ``organisers`` [0]: an int count or a fraction of the members (at least one
+  when > 0), chosen ``organisers_by`` ["random"] or "most-connected"
+  (degree in the members' graph); they always act;
+* ``[dynamics.graph]`` ``kind`` ["complete"]: "erdos-renyi" (``mean_degree``),
+  "barabasi-albert" (``m``), "watts-strogatz" (``k``, ``p``), "sbm" (``blocks``
+  communities of equal expected size, ``p_in``, ``p_out``), "edge-list"
+  (``path``: lines "u v" of dataset row ids, relative to the scenario file);
+  :mod:`simulations.graphs` builds it;
+* ``coordination`` ["coordinator"], or a list of modes (the first is the run's,
+  the others paired reference trajectories in ``rounds.csv``):
+  "coordinator": the paper's coordinator reaches every participant with the
+  threshold of the whole pool; "reach": it hears from and reaches only the
+  participants within ``hops`` [1] of a participating organiser (over the
+  participants' graph), and publishes the threshold of *their* pool; the others
+  get no signal and do not act; "gossip": no coordinator, each participant
+  estimates the threshold by ``gossip_steps`` [30] steps of push-sum over a
+  ``gossip_bins`` [256]-bin histogram (:mod:`agents.gossip`);
+* ``compliance`` [1], ``dropout`` [0] (probabilities), ``score_noise`` [0] (the sd
+  added to each candidate's own score, fresh each round), ``staleness`` [0]
+  (rounds).
+
+A key read only by a mode that is not chosen is an error, as is ``reach``
+without organisers (it would reach nobody).
+
+Randomness: the graph, the members' thresholds and costs, the organisers,
+dropout, compliance and score noise each have their own named stream
+(:data:`simulations.state.STREAMS`); per-round draws come from a child of the
+stream per round, over every minority user (or candidate) at once, so every
+trajectory of a seed sees the same draws (common random numbers) and one
+trajectory's draws never depend on another's.
+
+Per-round table (``rounds.csv``; one row per seed x coordination x cell x round,
+plus a ``base`` row per round where nobody relabels). Columns:
+
+* the configuration columns of ``runs.csv`` (:func:`simulations.rows.config_columns`),
+  ``seed``, ``coordination``, ``round`` (1..rounds), ``method``, ``alpha``,
+  ``budget``, ``budget_kind`` (and ``k`` for rb-label/rb-dist);
+* ``eligible``: members (know of the collective); ``organisers``;
+  ``participants`` (acting this round, after dropout) and ``participant_share``
+  (of the minority's training users); ``dropouts``; ``free_riders``;
+* ``candidates``: participants with y = 0 (the pool); ``members_reached``:
+  participants who got this round's signal; ``m``: the budget count of the
+  pool; ``intended_flips``: candidates whose signal says flip; ``flips``: those
+  who did (compliance); ``flips_minus_m``;
+* ``threshold``: the coordinator's published threshold (score; NaN for gossip,
+  inf when nobody is to flip); ``threshold_error``: mean |own threshold - exact
+  threshold| over candidates holding a signal, in score units, and
+  ``threshold_error_rank``: the same in ranks (how many more or fewer candidates
+  the own threshold lets flip than M), the exact threshold being the M-th best
+  of this round's pool (:func:`agents.decision.coalition_threshold`);
+* ``benefit_participants``, ``benefit_free_riders``, ``benefit_minority``: the
+  mean change, from the base model to this round's model, of the predicted
+  probability of the favourable label of participants, free riders and every
+  minority training user (the benefit of acting vs free riding, Sigg et al.);
+* ``retrain_seconds``: seconds of the fit that produced this round's model (0 when
+  the firm kept its model);
+* the firm's test metrics, as in ``runs.csv``: ``error``, ``sp_diff``, ``eqod``,
+  ``eopp_diff``, ``tpr_0``, ``tpr_1``, ``fpr_0``, ``fpr_1``, ``sel_0``, ``sel_1``, ...,
+  and on synthetic data the counterfactual success ``success`` (S) and ``cf_gap``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from threadpoolctl import threadpool_limits
+
+from agents import participation as rules
+from agents.decision import Threshold, coalition_threshold, decide, relabel
+from agents.errors import CollectiveFairnessError, ConfigError
+from agents.protocol import Cell, CellGrid, budget_count
+from server.firm import Firm, make_estimator
+from server.training import evaluate, firm_design
+
+from .engine import candidate_scores, load_data, pilot_columns
+from .executors import Executor, make_executor
+from .rows import BASE, cell_columns, config_columns, method_columns
+from .state import RunState, World, initial_state, seed_streams
+
+__all__ = ["DYNAMICS_COLUMNS", "CollectiveDynamics", "count_fits", "run_scenario", "run_seed"]
+
+# The per-round columns between the cell's and the firm's metrics, in order.
+DYNAMICS_COLUMNS = (
+    "eligible", "organisers", "participants", "participant_share", "dropouts", "free_riders", "candidates",
+    "members_reached", "m", "intended_flips", "flips", "flips_minus_m", "threshold", "threshold_error",
+    "threshold_error_rank", "benefit_participants", "benefit_free_riders", "benefit_minority", "retrain_seconds",
+)
+
+
+def _child_rng(stream: np.random.SeedSequence, *key: int) -> np.random.Generator:
+    """A generator for one use of a stream (a round, an alpha): the stream's child ``key``."""
+    return np.random.default_rng(np.random.SeedSequence(stream.entropy, spawn_key=stream.spawn_key + key))
+
+
+def _labels_key(labels: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(labels, dtype=np.int8).tobytes(), digest_size=16).hexdigest()
+
+
+def _fit_chain(start: Firm, X, label_list: list[np.ndarray], test, warm: bool) -> list[tuple]:
+    """Fit the firm on each label vector in turn from ``start``, warm-starting along the
+    chain (as :func:`server.training.train_cells` does); returns (firm, metrics, seconds)."""
+    with threadpool_limits(1):
+        out, previous = [], start
+        for y in label_list:
+            began = time.perf_counter()
+            firm = previous.refit(X, y) if warm else Firm(start.estimator).fit(X, y)
+            seconds = time.perf_counter() - began
+            out.append((firm, evaluate(firm, test), seconds))
+            previous = firm
+        return out
+
+
+def _favourable(firm: Firm, X) -> np.ndarray:
+    """Each row's predicted probability of the favourable label (the label itself
+    for a model without probabilities)."""
+    model = firm.model_
+    if hasattr(model, "predict_proba"):
+        return firm.predict_proba(X)[:, list(model.classes_).index(1)]
+    return firm.predict(X).astype(np.float64)
+
+
+def _gap(metrics: dict) -> float:
+    """The published favourable-rate gap, minority minus majority."""
+    return float(metrics["sel_1"] - metrics["sel_0"])
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
+def _threshold_errors(scores, ties, t_score, t_ticket, exact: Threshold, m: int) -> tuple[float, float]:
+    """Mean |own threshold - exact threshold| over the pool's candidates holding a signal
+    (not NaN), in score units (where both are finite or equal) and in ranks (|how many of
+    the pool reach the own threshold - M|)."""
+    held = ~np.isnan(t_score)
+    if not held.any():
+        return math.nan, math.nan
+    own = t_score[held]
+    rank_error = float(np.abs(_ranks(scores, ties, own, t_ticket[held]) - m).mean())
+    comparable = np.isfinite(own) & math.isfinite(exact.score)
+    equal = own == exact.score
+    diffs = np.concatenate([np.abs(own[comparable] - exact.score), np.zeros(int((equal & ~comparable).sum()))])
+    return (float(diffs.mean()) if diffs.size else math.nan), rank_error
+
+
+def _ranks(scores: np.ndarray, ties: np.ndarray, t_score: np.ndarray, t_ticket: np.ndarray) -> np.ndarray:
+    """How many of the pool (``scores``, ``ties``) reach each threshold (score, ticket)."""
+    if not scores.size:
+        return np.zeros(t_score.shape, dtype=np.int64)
+    order = np.lexsort((ties, scores))
+    s, k = scores[order], ties[order]
+    # Every pool member as one sortable number: the dense rank of its score plus its
+    # tie ticket in [0, 1) (ranks are exact; within a score, tickets order as numbers).
+    values, dense = np.unique(s, return_inverse=True)
+    combined = dense + k
+    q = np.searchsorted(values, t_score, side="left")
+    present = (q < values.size) & (values[np.minimum(q, values.size - 1)] == t_score)
+    key = np.where(present, q + np.clip(t_ticket, 0.0, 1.0), q).astype(np.float64)
+    return s.size - np.searchsorted(combined, key, side="left")
+
+
+@dataclass
+class _Members:
+    """The members at one alpha: who they are, what they hold, whom they see."""
+
+    local: np.ndarray  # positions among the minority users
+    positions: np.ndarray  # positions among the training users
+    candidate: np.ndarray  # y = 0, per member
+    column: np.ndarray  # column of a candidate in the scores matrix (-1: not a candidate)
+    ties: np.ndarray  # tie tickets
+    graph: sparse.csr_matrix | None  # among the members (None: everyone sees everyone)
+    organisers: np.ndarray  # mask per member
+    thresholds: np.ndarray
+    costs: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.local.size)
+
+
+@dataclass
+class _Trajectory:
+    """One cell under one coordination mode (``cell`` None: the base, nobody relabels)."""
+
+    cell: Cell | None
+    mode: str
+    members: _Members | None
+    firm: Firm
+    key: str  # of the training labels the firm holds
+    metrics: dict
+    outcomes: np.ndarray  # favourable probability of every minority user under the published model
+    reports: deque
+    joined: np.ndarray | None = None
+    active: np.ndarray | None = None
+    signals: rules.SignalHistory | None = None
+    gains: deque | None = None
+    seconds: float = 0.0
+    row: dict = field(default_factory=dict)  # this round's collective columns
+    last: dict = field(default_factory=dict)  # this round's full row
+
+
+class CollectiveDynamics:
+    """The multi-round model of one seed (see the module docstring).
+
+    ``model = CollectiveDynamics(scenario, state, estimator=...)``, then
+    ``model.step()`` once per round (``model.run()`` for all of them);
+    ``model.table()`` is the per-round table and ``model.last_rows(common)`` the
+    last round's ``runs.csv`` rows.
+    """
+
+    def __init__(self, scenario, state: RunState, *, estimator=None, executor: Executor | None = None,
+                 on_fit: Callable[[int], None] | None = None, setup_only: bool = False):
+        self.scenario, self.config = scenario, scenario.dynamics
+        self.world: World = state.world
+        self.grid, self.params = state.grid, state.params
+        self.executor, self.on_fit = executor, on_fit
+        self.warm = scenario.engine.warm_start
+        world, p = self.world, self.world.prepared
+        self.streams = seed_streams(world.seed)
+        self.estimator = estimator if estimator is not None else make_estimator(
+            scenario.firm.model, scenario.firm.params, random_state=world.firm_seed)
+        self.round = 0
+        self.rows: list[dict] = []
+        self.X = firm_design(self.estimator, p.X_train)
+        self._stacked = {1: self.X}
+        self.minority = np.flatnonzero(world.minority)
+        self.X_minority = p.X_train[self.minority]
+        self.candidates = world.candidates(max(self.grid.alphas))
+        self._column = np.full(world.n_users, -1, dtype=np.int64)
+        self._column[self.candidates] = np.arange(self.candidates.size)
+        self._build_members()
+        if setup_only:  # check_world: the graph and organisers are all it needs
+            return
+        self.candidates, self.scores = candidate_scores(world, self.grid, self.params)
+        # Round 1's published model: the base model on the true labels (as train_cells fits it).
+        with threadpool_limits(1):
+            base = Firm(self.estimator).fit(self.X, p.y_train)
+        self.base_metrics = evaluate(base, world.test)
+        if on_fit:
+            on_fit(1)
+        self.base_outcomes = _favourable(base, self.X_minority)
+        window = 1 if self.config.reports == "replace" else None if self.config.window == "all" else self.config.window
+        y_key = _labels_key(p.y_train)
+
+        def trajectory(cell, mode):
+            t = _Trajectory(cell, mode, None if cell is None else self.members[cell.alpha_index], base, y_key,
+                            self.base_metrics, self.base_outcomes, deque(maxlen=window))
+            if cell is not None:
+                n = t.members.n
+                t.joined, t.active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+                t.signals = rules.SignalHistory(self.config.staleness)
+                t.gains = deque(maxlen=self.config.memory)
+            return t
+
+        self.base = trajectory(None, BASE)
+        self.trajectories = [trajectory(cell, mode) for mode in self.config.coordination for cell in self.grid]
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_members(self) -> None:
+        """The graph among the minority, per-user thresholds and costs, and per alpha the
+        members, their subgraph and organisers."""
+        c, world, p = self.config, self.world, self.world.prepared
+        n_min = self.minority.size
+        self.graph = None
+        if c.uses_graph:
+            self.graph = self._graph(n_min)
+        draws = self.streams["participation"]
+        thresholds = c.threshold_mean + c.threshold_sd * _child_rng(draws, 0).standard_normal(n_min)
+        costs = c.cost_mean + c.cost_sd * _child_rng(draws, 1).standard_normal(n_min)
+        tie_tickets = world.tie_tickets
+        self.members = []
+        for j, alpha in enumerate(self.grid.alphas):
+            local = np.flatnonzero(world.members(alpha)[self.minority])
+            positions = self.minority[local]
+            graph = None if self.graph is None else self.graph[local][:, local].tocsr()
+            count = self._organiser_count(local.size)
+            organisers = rules.organisers(local.size, count, how=c.organisers_by, adjacency=graph,
+                                          rng=_child_rng(self.streams["organisers"], j))
+            self.members.append(_Members(
+                local=local, positions=positions, candidate=p.y_train[positions] == 0,
+                column=self._column[positions], ties=tie_tickets[positions], graph=graph, organisers=organisers,
+                thresholds=thresholds[local], costs=costs[local]))
+
+    def _graph(self, n: int):
+        from .graphs import build_graph
+
+        spec = dict(self.config.graph)
+        kind = spec.pop("kind")
+        if kind == "sbm":
+            blocks = spec.pop("blocks", 2)
+            spec["groups"] = _child_rng(self.streams["graph"], 1).integers(0, blocks, size=n)
+        if kind == "edge-list":
+            spec["user_ids"] = self.world.user_ids[self.minority]
+        try:
+            return build_graph(kind, n, rng_or_seed=self.streams["graph"], **spec)
+        except CollectiveFairnessError as exc:
+            line = f"[dynamics.graph] {exc}"
+            if "; allowed: " not in line:
+                line += ("; allowed: a readable UTF-8 file of 'u v' lines (dataset row ids of minority training users)"
+                         if kind == "edge-list" else f"; allowed: parameters that fit a graph of the {n} minority "
+                                                     "training users")
+            raise type(exc)(line) from None
+
+    def _organiser_count(self, n_members: int) -> int:
+        o = self.config.organisers
+        if isinstance(o, int):
+            return min(o, n_members)
+        return min(n_members, max(1 if o > 0 else 0, math.floor(o * n_members + 0.5)))
+
+    def _stacked_design(self, copies: int):
+        if copies not in self._stacked:
+            X = self.X
+            self._stacked[copies] = sparse.vstack([X] * copies, format="csr") if sparse.issparse(X) else np.vstack(
+                [X] * copies)
+        return self._stacked[copies]
+
+    # ------------------------------------------------------------------ a round
+
+    def step(self) -> list[dict]:
+        """One round for every trajectory; returns (and collects) its rows."""
+        self.round += 1
+        t, c, n_min = self.round, self.config, self.minority.size
+        stay = rules.dropout(np.ones(n_min, dtype=bool), c.dropout, _child_rng(self.streams["dropout"], t))
+        complies = rules.comply(n_min, c.compliance, _child_rng(self.streams["compliance"], t))
+        noisy = rules.noisy_scores(self.scores, c.score_noise, _child_rng(self.streams["noise"], t))
+        for trajectory in self.trajectories:
+            self._collective(trajectory, stay, complies, noisy)
+        y = self.world.prepared.y_train
+        self.base.reports.append(np.asarray(y, dtype=np.int8))
+        for trajectory in self.trajectories:
+            flips = np.zeros(self.world.n_users, dtype=bool)
+            flips[trajectory.members.positions[trajectory.row.pop("_flips")]] = True
+            trajectory.reports.append(relabel(y, flips))
+        self._retrain()
+        rows = [self._row(trajectory) for trajectory in (self.base, *self.trajectories)]
+        self.rows.extend(rows)
+        return rows
+
+    def run(self) -> "CollectiveDynamics":
+        for _ in range(self.config.rounds - self.round):
+            self.step()
+        return self
+
+    def _participation(self, tr: _Trajectory, stay: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(joined, participating this round, free riding) per member."""
+        c, m = self.config, tr.members
+        free = np.zeros(m.n, dtype=bool)
+        if c.participation == "fixed":
+            joined = np.ones(m.n, dtype=bool)
+        elif c.participation == "threshold":
+            seen = rules.neighbour_share(m.graph if c.seen == "neighbours" else None, tr.active)
+            joined = rules.threshold_rule(m.thresholds, seen, tr.joined, leave=c.leave)
+        else:  # benefit-cost: what the published models gave, against what acting costs
+            gain = np.zeros(m.n)
+            if "own-outcome" in c.public:
+                gain = gain + (tr.outcomes[m.local] - self.base_outcomes[m.local])
+            if "group-rates" in c.public:
+                gain = gain + (_gap(tr.metrics) - _gap(self.base_metrics))
+            tr.gains.append(gain)
+            gain = np.mean(tr.gains, axis=0)
+            kept = gain * (1.0 - 1.0 / max(1, int(tr.active.sum()))) if c.free_ride else None
+            joined, free = rules.benefit_cost_rule(gain, m.costs, tr.joined, free_ride=c.free_ride,
+                                                   free_ride_gain=kept)
+        joined = joined | m.organisers
+        active = (joined & stay[m.local]) | m.organisers
+        return joined, active, free & ~m.organisers
+
+    def _reach(self, m: _Members, active: np.ndarray) -> np.ndarray:
+        """Participants within ``hops`` of a participating organiser, over the participants' graph."""
+        reached = m.organisers & active
+        if not reached.any():
+            return reached
+        if m.graph is None:
+            return active.copy() if self.config.hops >= 1 else reached
+        idx = np.flatnonzero(active)
+        graph = m.graph[idx][:, idx].tocsr()
+        frontier = reached[idx].astype(np.int8)
+        seen = frontier.astype(bool)
+        for _ in range(self.config.hops):
+            nxt = (graph @ frontier) > 0
+            new = nxt & ~seen
+            if not new.any():
+                break
+            seen |= new
+            frontier = new.astype(np.int8)
+        out = np.zeros(m.n, dtype=bool)
+        out[idx[seen]] = True
+        return out
+
+    def _gossip(self, m: _Members, active: np.ndarray, keys: np.ndarray, pool: np.ndarray, fraction: float):
+        """Each participant's own estimate of the threshold (NaN: none)."""
+        from agents.gossip import gossip_thresholds
+
+        idx = np.flatnonzero(active)
+        graph = None if m.graph is None else m.graph[idx][:, idx].tocsr()
+        estimate = np.full(m.n, np.nan)
+        estimate[idx] = gossip_thresholds(graph, keys[idx], pool[idx], fraction, steps=self.config.gossip_steps,
+                                          bins=self.config.gossip_bins)
+        return estimate
+
+    def _collective(self, tr: _Trajectory, stay, complies, noisy) -> None:
+        """Steps 2-4 for one trajectory: participation, coordination, local decisions."""
+        c, m, cell = self.config, tr.members, tr.cell
+        joined, active, free = self._participation(tr, stay)
+        pool = active & m.candidate
+        size = int(pool.sum())
+        M = budget_count(cell.budget, size)
+        keys = np.full(m.n, np.nan)
+        keys[m.candidate] = noisy[cell.method_index, m.column[m.candidate]]
+        exact = coalition_threshold(keys[pool], m.ties[pool], M)
+        t_score, t_ticket = np.full(m.n, np.nan), np.full(m.n, np.nan)  # NaN: no signal
+        published = math.nan
+        if tr.mode == "coordinator":
+            reached = active.copy()
+            t_score[reached], t_ticket[reached], published = exact.score, exact.ticket, exact.score
+        elif tr.mode == "reach":
+            reached = self._reach(m, active)
+            heard = reached & m.candidate
+            own = coalition_threshold(keys[heard], m.ties[heard], budget_count(cell.budget, int(heard.sum())))
+            t_score[reached], t_ticket[reached], published = own.score, own.ticket, own.score
+        else:  # gossip: estimates in score units; a candidate flips when its score reaches its own
+            estimate = self._gossip(m, active, keys, pool, M / size if size else 0.0) if size else np.full(m.n, np.nan)
+            reached = active & ~np.isnan(estimate)
+            t_score[reached], t_ticket[reached] = estimate[reached], -np.inf
+        tr.signals.push((t_score, t_ticket))
+        signal = tr.signals.at(c.staleness)
+        if signal is None:  # nothing published that long ago yet: nobody acts
+            signal = (np.full(m.n, np.nan), np.full(m.n, np.nan))
+        # NaN thresholds compare False: a candidate without a signal does not flip.
+        intended = decide(keys, m.ties, Threshold(*signal), eligible=pool)
+        flips = intended & complies[m.local]
+        error, rank_error = _threshold_errors(keys[pool], m.ties[pool], signal[0][pool], signal[1][pool], exact, M)
+        tr.joined, tr.active = joined, active
+        tr.row = {
+            "eligible": m.n, "organisers": int(m.organisers.sum()), "participants": int(active.sum()),
+            "participant_share": float(active.sum() / max(1, self.minority.size)),
+            "dropouts": int((joined & ~active).sum()), "free_riders": int(free.sum()), "candidates": size,
+            "members_reached": int(reached.sum()), "m": int(M), "intended_flips": int(intended.sum()),
+            "flips": int(flips.sum()), "flips_minus_m": int(flips.sum()) - int(M), "threshold": float(published),
+            "threshold_error": error, "threshold_error_rank": rank_error,
+            "_flips": flips, "_active": active, "_free": free,
+        }
+
+    def _retrain(self) -> None:
+        """Step 5: every trajectory's firm on the reports it holds, each distinct training
+        set once, chains of equal start warm-started in order of growing positives."""
+        test = self.world.test
+        copies = None
+        groups: dict = {}
+        pending: dict = {}
+        owners: list[tuple[_Trajectory, tuple]] = []
+        for tr in (self.base, *self.trajectories):
+            labels = np.concatenate(tr.reports) if len(tr.reports) > 1 else tr.reports[0]
+            copies = len(tr.reports)
+            key = _labels_key(labels)
+            if key == tr.key:  # nothing new: the firm keeps its model
+                tr.seconds = 0.0
+                continue
+            job = (id(tr.firm), key)
+            owners.append((tr, job))
+            if job in pending:
+                continue
+            pending[job] = None
+            group = (id(tr.firm), BASE if tr.cell is None else (tr.cell.method, tr.cell.alpha, tr.mode))
+            groups.setdefault(group, (tr.firm, []))[1].append((int(labels.sum()), job, labels))
+        chains = [(start, sorted(chain, key=lambda item: item[0])) for start, chain in groups.values()]
+        X = self._stacked_design(copies)
+        tasks = [(start, X, [labels for _, _, labels in chain], test, self.warm) for start, chain in chains]
+        outputs = self.executor.map(_fit_chain, tasks) if self.executor is not None else (
+            _fit_chain(*task) for task in tasks)
+        for (_, chain), results in zip(chains, outputs):
+            for (_, job, _), result in zip(chain, results):
+                pending[job] = result
+            if self.on_fit:
+                self.on_fit(len(chain))
+        outcomes = {}
+        for tr, job in owners:
+            firm, metrics, seconds = pending[job]
+            tr.firm, tr.key, tr.metrics, tr.seconds = firm, job[1], metrics, seconds
+            if id(firm) not in outcomes:
+                outcomes[id(firm)] = _favourable(firm, self.X_minority)
+            tr.outcomes = outcomes[id(firm)]
+
+    def _row(self, tr: _Trajectory) -> dict:
+        if tr.cell is None:
+            cell = cell_columns(BASE, 0.0, 0.0)
+            extra = {name: 0 for name in DYNAMICS_COLUMNS}
+            extra.update(participant_share=0.0, threshold=math.nan, threshold_error=math.nan,
+                         threshold_error_rank=math.nan, benefit_participants=math.nan,
+                         benefit_free_riders=math.nan)
+            params = {}
+        else:
+            cell = cell_columns(tr.cell.method, tr.cell.alpha, tr.cell.budget)
+            m = tr.members
+            extra = dict(tr.row)
+            benefit = tr.outcomes[m.local] - self.base_outcomes[m.local]
+            extra["benefit_participants"] = _mean(benefit[extra.pop("_active")])
+            extra["benefit_free_riders"] = _mean(benefit[extra.pop("_free")])
+            params = method_columns(self.params, tr.cell.method)
+        extra["benefit_minority"] = float(np.mean(tr.outcomes - self.base_outcomes)) if tr.outcomes.size else math.nan
+        extra["retrain_seconds"] = tr.seconds
+        columns = {k: cell[k] for k in ("method", "alpha", "budget", "budget_kind")}
+        tr.last = {"coordination": tr.mode if tr.cell is not None else self.config.coordination[0],
+                   "round": self.round, **columns, **params, **{k: extra[k] for k in DYNAMICS_COLUMNS}, **tr.metrics}
+        return tr.last
+
+    # ------------------------------------------------------------------ collected
+
+    def table(self, common: dict | None = None) -> pd.DataFrame:
+        """The per-round table: one row per coordination x cell x round, plus the base rows."""
+        return pd.DataFrame([{**(common or {}), **row} for row in self.rows])
+
+    def last_rows(self, common: dict) -> list[dict]:
+        """The last round's rows of the first coordination mode, as :func:`simulations.engine.state_rows`
+        writes them (the one-shot table's columns)."""
+        mode = self.config.coordination[0]
+        rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **self.base.metrics}]
+        for tr in self.trajectories:
+            if tr.mode != mode:
+                continue
+            r, cell = tr.last, tr.cell
+            rows.append({**common, **cell_columns(cell.method, cell.alpha, cell.budget, n_members=r["eligible"],
+                                                  pool_size=r["candidates"], m=r["m"], flips=r["flips"],
+                                                  threshold=r["threshold"]),
+                         **method_columns(self.params, cell.method), **tr.metrics})
+        return rows
+
+
+def check_world(scenario, world: World, source: str = "scenario") -> None:
+    """Build what the first round builds from ``world`` -- the members' graph, the
+    organisers -- so a graph that cannot be drawn for these users (an edge list naming
+    unknown users, ``m`` beyond their number) is one line before a run writes anything."""
+    state = RunState(round=0, world=world, grid=CellGrid.of(*(getattr(scenario.collective, k) for k in
+                                                                ("methods", "alphas", "budgets"))),
+                     params=scenario.collective.scorer_params())
+    try:
+        CollectiveDynamics(scenario, state, estimator=make_estimator(random_state=0), setup_only=True)
+    except CollectiveFairnessError as exc:
+        raise type(exc)(f"{source}: {exc}") from None
+
+
+def count_fits(scenario) -> int:
+    """An upper bound on firm fits per seed (for progress bars)."""
+    c = scenario.collective
+    cells = len(c.methods) * len(c.alphas) * len(c.budgets)
+    per_round = cells * len(scenario.dynamics.coordination)
+    pilot = (1 + cells) if c.validation else 0
+    return 1 + per_round * scenario.dynamics.rounds + pilot
+
+
+def run_seed(scenario, seed: int, *, dataset=None, executor: Executor | None = None,
+             on_fit: Callable[[int], None] | None = None, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One seed of a ``[dynamics]`` scenario: (the last round's ``runs.csv`` rows, the
+    per-round table)."""
+    dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
+    executor = executor or make_executor(scenario.engine.executor, scenario.engine.n_jobs)
+    state = initial_state(scenario, dataset, seed)
+    estimator = make_estimator(scenario.firm.model, scenario.firm.params, random_state=state.world.firm_seed)
+    model = CollectiveDynamics(scenario, state, estimator=estimator, executor=executor, on_fit=on_fit).run()
+    common = {**config_columns(scenario, dataset, backend="vectorised"), "seed": seed,
+              "n_train": state.world.n_users, "n_minority": int(state.world.minority.sum())}
+    rows = model.last_rows(common)
+    if scenario.collective.validation:
+        validation = pilot_columns(state, scenario.collective.validation, estimator=estimator,
+                                   warm_start=scenario.engine.warm_start, executor=executor, on_fit=on_fit)
+        rows = [{**row, **val} for row, val in zip(rows, validation)]
+    return pd.DataFrame(rows), model.table(common)
+
+
+def run_scenario(scenario, *, n_jobs: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every seed in memory: (runs table, per-round table)."""
+    if scenario.dynamics is None:
+        raise ConfigError("scenario has no [dynamics] section; allowed: a scenario with [dynamics] (or "
+                          "simulations.engine.run_scenario)")
+    executor = make_executor(scenario.engine.executor, scenario.engine.n_jobs if n_jobs is None else n_jobs)
+    runs, rounds = zip(*(run_seed(scenario, seed, executor=executor) for seed in scenario.seeds))
+    return pd.concat(runs, ignore_index=True), pd.concat(rounds, ignore_index=True)
