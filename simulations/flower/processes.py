@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -75,14 +76,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http_ok(url: str, deadline: float, proc: subprocess.Popen | None = None) -> None:
+def wait_http_ok(url: str, deadline: float, proc: subprocess.Popen | None = None, *, ca_cert=None) -> None:
+    """Wait until ``url`` answers 2xx; an ``https`` URL is checked against ``ca_cert`` (the
+    deployment's root certificate), so a server with another certificate never counts as ready."""
     import httpx
 
+    verify = True if ca_cert is None else ssl.create_default_context(cafile=str(ca_cert))
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{proc.args[0]} exited with code {proc.returncode} before it was ready")
         try:
-            if httpx.get(url, timeout=0.5).is_success:
+            if httpx.get(url, timeout=0.5, verify=verify).is_success:
                 return
         except httpx.HTTPError:
             pass
@@ -115,12 +119,15 @@ def _signal_all(pids, sig) -> None:
             pass
 
 
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen, grace: float = 10.0, *, group: bool = False) -> None:
     """Stop a process we started and every process it started (by pid), SIGTERM then SIGKILL.
 
     Flower detaches some helpers into their own sessions (superexec, the
     simulation process), so the descendants are collected before the parent
-    goes and they are re-parented.
+    goes and they are re-parented. ``group``: ``proc`` was started with
+    ``start_new_session=True``, so its process group is ours alone and is
+    signalled too; that reaches a helper whose parent already exited (a
+    SuperNode that gave up on the SuperLink leaves its SuperExec behind).
     """
     family = process_tree(proc.pid)
     if proc.poll() is None:
@@ -131,12 +138,38 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
             pass
     family = list(dict.fromkeys(family + process_tree(proc.pid)))
     _signal_all(family, signal.SIGTERM)
+    if group:
+        _signal_group(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) for p in family):
+    while time.monotonic() < deadline and any(alive(p) for p in family + (_group_members(proc.pid) if group else [])):
         time.sleep(0.1)
     _signal_all([proc.pid, *family], signal.SIGKILL)
+    if group:
+        _signal_group(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait(5)
+
+
+def _signal_group(pgid: int, sig) -> None:
+    if pgid == os.getpgid(0):  # never our own group
+        return
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (Linux ``/proc``; empty elsewhere)."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
 
 
 def alive(pid: int) -> bool:
