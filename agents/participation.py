@@ -34,6 +34,7 @@ __all__ = [
     "dropout",
     "granovetter_equilibrium",
     "granovetter_fixed_point",
+    "neighbour_lists",
     "neighbour_share",
     "noisy_scores",
     "organisers",
@@ -43,8 +44,9 @@ __all__ = [
 ORGANISER_CHOICES = ("random", "most-connected")
 
 
-def _structure(adjacency) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` of a square CSR adjacency, explicit zeros left out.
+def neighbour_lists(adjacency) -> tuple[np.ndarray, np.ndarray]:
+    """``(indptr, indices)`` of a square CSR adjacency, explicit zeros left out:
+    user i's neighbours are ``indices[indptr[i]:indptr[i + 1]]``.
 
     Only the pattern matters (an edge is a stored non-zero), so a bool, 0/1
     integer or float matrix gives the same neighbourhoods.
@@ -62,7 +64,7 @@ def _structure(adjacency) -> tuple[np.ndarray, np.ndarray]:
 
 def degrees(adjacency) -> np.ndarray:
     """Number of neighbours of each user (int64, one per user)."""
-    indptr, _ = _structure(adjacency)
+    indptr, _ = neighbour_lists(adjacency)
     return np.diff(indptr).astype(np.int64)
 
 
@@ -83,7 +85,7 @@ def neighbour_share(adjacency, acting) -> np.ndarray:
     if adjacency is None:
         share = acting.mean() if n else 0.0
         return np.full(n, share, dtype=np.float64)
-    indptr, indices = _structure(adjacency)
+    indptr, indices = neighbour_lists(adjacency)
     if indptr.size - 1 != n:
         raise ValueError(f"adjacency has {indptr.size - 1} users, acting has {n}")
     # Counting by a running sum over the neighbour lists works for any dtype of
