@@ -6,9 +6,13 @@ CSV plus the collective's invitation (``collective``), encoded on the node with
 the encoding the firm publishes (``--device-files npz``: encoded centrally). One
 extra SuperNode is the coalition's coordinator. The same Flower app as the
 simulation runs against them with
-``flwr run``. Here everything listens on 127.0.0.1 in insecure mode, which is
-only acceptable on loopback; docs/federated.md shows the TLS flags for real
-devices. ``collective-fairness-deploy`` (:func:`main`) runs one seed this way
+``flwr run``. Everything listens on 127.0.0.1 and goes over TLS with Flower's
+SuperNode authentication: the work folder gets a fresh CA and SuperLink
+certificate and one key pair per SuperNode (:mod:`.tls`), each node's public
+key is registered with the SuperLink (``flwr supernode register``) before the
+node starts, and the SuperLink admits no other node. ``insecure=True``
+(``--insecure``) drops both, for loopback debugging only.
+``collective-fairness-deploy`` (:func:`main`) runs one seed this way
 and prints the same table as the other backends; ``--print-commands`` only
 prints the shell commands. The node files (users' records, the coordinator's
 token) are written 0600 and removed after the run, also when it fails, unless
@@ -28,6 +32,7 @@ for experiments, never what a real firm receives.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -53,19 +58,33 @@ from .processes import (
     stop_process,
     wait_http_ok,
 )
+from .tls import NodeKey, ServerTls, make_node_key, make_server_tls
 
-__all__ = ["Deployment", "deploy_seed", "main", "node_commands"]
+__all__ = ["Deployment", "connection_toml", "deploy_seed", "main", "node_commands", "superlink_command"]
 
 CONNECTION = "deploy"
 
 
-def node_commands(files: RunFiles, superlink_port: int, node_ports) -> list[list[str]]:
-    """The ``flower-supernode`` command of every node (loopback, insecure)."""
+def node_commands(files: RunFiles, superlink_port: int, node_ports, *, root_certificates,
+                  private_keys=None) -> list[list[str]]:
+    """The ``flower-supernode`` command of every node.
+
+    ``root_certificates``: the deployment's CA certificate, which the node checks
+    the SuperLink's certificate against; ``private_keys``: node i's private key
+    (SuperNode authentication), one per node. ``root_certificates=None`` means
+    ``--insecure`` (loopback debugging only; Flower refuses keys without TLS).
+    Each node's own Runtime API (where its ClientApp process connects) listens
+    on 127.0.0.1 at its ``--port``.
+    """
+    keys = [None] * files.n_nodes if private_keys is None else [Path(k) for k in private_keys]
+    if len(keys) != files.n_nodes:
+        raise ValueError(f"{len(keys)} private keys for {files.n_nodes} nodes")
     cmds = []
     for i, (path, port) in enumerate(zip(files.node_files, node_ports)):
         node_config = node_config_arg(files.node_config(i))
         cmds.append([
-            flwr_bin("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+            flwr_bin("flower-supernode"), *_node_security_flags(root_certificates, keys[i]),
+            "--superlink", f"127.0.0.1:{superlink_port}",
             "--port", str(port), "--node-config", node_config, "--max-retries", "600", "--max-wait-time", "600",
         ])
     return cmds
@@ -76,18 +95,49 @@ def node_config_arg(config: dict) -> str:
     return " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
 
 
-def superlink_command(port: int, database: Path | None = None) -> list[str]:
-    cmd = [flwr_bin("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+def _node_security_flags(root_certificates, private_key) -> list[str]:
+    if root_certificates is None:
+        if private_key is not None:
+            raise ValueError("SuperNode authentication needs TLS: give the root certificate")
+        return ["--insecure"]
+    flags = ["--root-certificates", str(Path(root_certificates))]
+    if private_key is not None:
+        flags += ["--auth-supernode-private-key", str(private_key)]
+    return flags
+
+
+def superlink_command(port: int, *, tls: ServerTls | None, node_auth: bool = True,
+                      database: Path | None = None) -> list[str]:
+    """``flower-superlink`` on 127.0.0.1:``port`` (Control, Fleet and Runtime API on one port):
+    TLS with ``tls`` and, with ``node_auth``, only registered SuperNodes admitted;
+    ``tls=None`` means ``--insecure`` without node auth (loopback debugging only)."""
+    security = ["--insecure"] if tls is None else tls.superlink_flags() + (["--enable-supernode-auth"] if node_auth
+                                                                            else [])
+    cmd = [flwr_bin("flower-superlink"), *security, "--host", "127.0.0.1", "--port", str(port),
            "--disable-runtime-dependency-installation"]
     if database is not None:
         cmd += ["--database", str(database)]
     return cmd
 
 
-class Deployment(FlwrProcesses):
-    """A SuperLink and one SuperNode per node file, all on 127.0.0.1, stopped on exit."""
+def connection_toml(port: int, ca_cert) -> str:
+    """``$FLWR_HOME/config.toml`` naming the deployment's SuperLink as the ``flwr`` CLI's
+    default connection: checked against ``ca_cert``, or ``insecure = true`` when it is None."""
+    security = "insecure = true" if ca_cert is None else f"root-certificates = {json.dumps(str(ca_cert))}"
+    return (f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{port}"\n{security}\n')
 
-    def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None):
+
+class Deployment(FlwrProcesses):
+    """A SuperLink and one SuperNode per node file, all on 127.0.0.1, stopped on exit.
+
+    TLS and SuperNode authentication unless ``insecure``: :meth:`start` makes a
+    CA + SuperLink certificate in ``<workdir>/tls`` and a key pair per node in
+    ``<workdir>/keys`` (all 0600), registers every node's public key, then starts
+    the nodes; :meth:`close` stops everything and deletes the private keys.
+    """
+
+    def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None, insecure: bool = False):
         self.files = files
         self.workdir = Path(workdir).resolve()
         self.home = self.workdir / "home"
@@ -96,6 +146,10 @@ class Deployment(FlwrProcesses):
         self.node_ports = [free_port() for _ in files.node_files]
         self.env = flower_env(self.home)
         self.processes: list[subprocess.Popen] = []
+        self.insecure = bool(insecure)
+        self.tls: ServerTls | None = None
+        self.node_keys: list[NodeKey] = []
+        self.node_ids: list[int] = []
 
     def _spawn(self, cmd: list[str], log_name: str) -> subprocess.Popen:
         logs = self.workdir / "logs"
@@ -110,24 +164,53 @@ class Deployment(FlwrProcesses):
         self.home.mkdir(parents=True, exist_ok=True)
         self.app_dir.mkdir(parents=True, exist_ok=True)
         (self.app_dir / "pyproject.toml").write_text(app_pyproject(), encoding="utf-8")
-        (self.home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n', encoding="utf-8")
         try:
-            link = self._spawn(superlink_command(self.port), "superlink.log")
-            wait_http_ok(f"http://127.0.0.1:{self.port}/health", time.monotonic() + 60, link)
-            for i, cmd in enumerate(node_commands(self.files, self.port, self.node_ports)):
+            if not self.insecure:
+                self.tls = make_server_tls(self.workdir / "tls")
+                self.node_keys = [make_node_key(self.workdir / "keys", f"node-{i}") for i in range(self.files.n_nodes)]
+            ca_cert = self.tls.ca_cert if self.tls else None
+            (self.home / "config.toml").write_text(connection_toml(self.port, ca_cert), encoding="utf-8")
+            link = self._spawn(superlink_command(self.port, tls=self.tls), "superlink.log")
+            wait_http_ok(f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/health", time.monotonic() + 60,
+                         link, ca_cert=ca_cert)
+            self.node_ids = self.register_nodes([k.public for k in self.node_keys])
+            for i, cmd in enumerate(node_commands(self.files, self.port, self.node_ports, root_certificates=ca_cert,
+                                                  private_keys=[k.private for k in self.node_keys] or None)):
                 self._spawn(cmd, f"supernode-{i}.log")
         except BaseException:
             self.close()
             raise
         return self
 
+    def register_nodes(self, public_keys) -> list[int]:
+        """Register SuperNode public keys with the SuperLink (``flwr supernode register``, a few at
+        a time: each is a Python process); their node ids, in order. Only a registered key can
+        activate a node when node auth is on, and each key can hold one node."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def register(path) -> int:
+            proc = self._flwr("supernode", "register", str(path), CONNECTION, "--format", "json", timeout=60)
+            try:
+                return int(json.loads(proc.stdout)["node-id"])
+            except (ValueError, KeyError, TypeError):
+                raise RuntimeError(f"flwr supernode register {path} failed: {proc.stdout.strip()} "
+                                   f"{proc.stderr.strip()[-1000:]}") from None
+
+        if not public_keys:
+            return []
+        with ThreadPoolExecutor(max_workers=min(4, len(public_keys))) as pool:
+            return list(pool.map(register, public_keys))
+
     def close(self) -> None:
         # Nodes first, so they do not spin retrying a SuperLink that is gone.
         for proc in reversed(self.processes):
-            stop_process(proc, grace=5.0)
+            stop_process(proc, grace=5.0, group=True)  # each has its own process group (_spawn)
         self.processes = []
+        # The SuperLink's registrations (in memory) are gone, so the keys are of no more use.
+        for key in self.node_keys:
+            key.private.unlink(missing_ok=True)
+        if self.tls is not None:
+            self.tls.server_key.unlink(missing_ok=True)
 
     def run(self, *, rounds: int = 1, timeout: float = 600.0, node_wait: float = 120.0, on_round=None,
             mode: str = "deploy") -> dict:
@@ -169,12 +252,14 @@ class Deployment(FlwrProcesses):
 def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = None, rounds: int | None = None,
                 dataset=None, timeout: float | None = None, on_round=None, mode: str = "deploy",
                 device_files: str = "raw",
-                keep_node_files: bool | None = None) -> tuple[pd.DataFrame, dict]:
+                keep_node_files: bool | None = None, insecure: bool = False) -> tuple[pd.DataFrame, dict]:
     """Run one seed on a local deployment; returns the engine's rows and the raw results.
 
     ``mode = "deploy"`` (the firm only; the scenario must hold exactly one cell: one row,
     flips unknown) or ``"evaluate"`` (the experimenter's evaluator: every cell, as the
     other backends).
+
+    TLS and SuperNode authentication unless ``insecure`` (loopback debugging only).
 
     The node files are removed when the run ends (also when it fails) unless ``keep_node_files``
     (default: ``[flower] keep-node-files``)."""
@@ -186,7 +271,8 @@ def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = N
     files = prepare_run(scenario, seed, results_path_of(workdir, seed).parent, dataset=dataset,
                         agents_per_node=agents_per_node, device_files=device_files)
     keep = scenario.flower.keep_node_files if keep_node_files is None else bool(keep_node_files)
-    with node_files_removed(files, keep=keep), Deployment(files, workdir) as dep:  # nodes stop, then files go
+    security = {"insecure": True} if insecure else {}  # default: TLS + node auth
+    with node_files_removed(files, keep=keep), Deployment(files, workdir, **security) as dep:  # nodes stop, then files go
         results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
                           on_round=on_round, mode=mode)
     return results_frame(scenario, dataset, seed, results), results
@@ -249,7 +335,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="run the experimenter's evaluator instead of the firm: every node sends its true labels and "
                         "one reported row per cell, and every cell is trained (a loopback view for experiments, "
                         "never a real firm's)")
-    p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"), help="node files, FLWR_HOME and logs")
+    p.add_argument("--workdir", type=Path, default=Path(".flwr/deploy"),
+                   help="node files, FLWR_HOME, logs, the TLS certificates (tls/) and the SuperNodes' keys (keys/)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no TLS and no SuperNode authentication: loopback debugging only (default: TLS with a fresh "
+                        "CA, only registered SuperNodes admitted)")
     p.add_argument("--device-files", choices=DEVICE_FILES, default="raw",
                    help="users' node files: raw (default: each node's raw records as a CSV plus the collective's "
                         "invitation, encoded on the node with the encoding the firm publishes) or npz (encoded "
@@ -261,6 +351,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="keep the node files (users' records, mode 0600) after the run (default: remove them, "
                         "unless [flower] keep-node-files)")
     return p
+
+
+def _credentials(workdir: Path, n_nodes: int) -> tuple[ServerTls, list[NodeKey]]:
+    """A fresh CA + SuperLink certificate and one key pair per node, for printed commands."""
+    try:
+        return make_server_tls(workdir / "tls"), [make_node_key(workdir / "keys", f"node-{i}") for i in range(n_nodes)]
+    except OSError as exc:
+        raise DataError(f"--workdir {str(workdir)!r}: cannot write the certificates and keys ({exc.strerror}); "
+                        "allowed: a writable folder") from None
 
 
 def _checked(args):
@@ -307,24 +406,42 @@ def main(argv: list[str] | None = None) -> int:
                 raise DataError(f"--workdir {str(args.workdir)!r}: cannot write the node files ({exc.strerror}); "
                                 "allowed: a writable folder") from None
             port = 9091
+            tls, keys = (None, []) if args.insecure else _credentials(workdir, files.n_nodes)
+            ca_cert = tls.ca_cert if tls else None
             print("# environment (no network use)")
             print("export FLWR_HOME=" + str(workdir / "home") + " FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 "
                   "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1")
-            print(shell_quote(superlink_command(port)) + " &")
-            for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)])):
+            if tls:
+                print(f"# TLS: {tls.ca_cert} is the root certificate (every device and the flwr CLI get it); "
+                      f"{tls.server_cert} and {tls.server_key} stay with the SuperLink")
+                print(f"# node auth: device i keeps {keys[0].private.parent}/node-<i> (private, 0600); "
+                      "node-<i>.pub is registered with the SuperLink below")
+            print(shell_quote(superlink_command(port, tls=tls)) + " &")
+            print("mkdir -p \"$FLWR_HOME\" && cat > \"$FLWR_HOME/config.toml\" <<'EOF'")
+            print(connection_toml(port, ca_cert) + "EOF")
+            if tls:
+                print(f"until curl -sf --cacert {shell_quote([str(ca_cert)])} https://127.0.0.1:{port}/health >/dev/null; "
+                      "do sleep 1; done")
+                for key in keys:
+                    print(shell_quote([flwr_bin("flwr"), "supernode", "register", str(key.public), CONNECTION]))
+            for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)],
+                                                  root_certificates=ca_cert,
+                                                  private_keys=[k.private for k in keys] or None)):
                 print(shell_quote(cmd) + " &")
             run_config = config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
                                        "expected-nodes": files.n_nodes, "mode": mode})
-            print(f"# with [superlink.{CONNECTION}] address = \"127.0.0.1:{port}\", insecure = true in $FLWR_HOME/config.toml")
             print(f"flwr run <app-dir> {CONNECTION} --run-config {shell_quote([run_config])}")
             print("# the node files hold users' records: remove them when the run is over")
             print(f"rm -r {shell_quote([str(files.node_data_dir)])}")
             return 0
-        print(f"starting a SuperLink and SuperNodes on 127.0.0.1 (logs: {args.workdir}/logs)", flush=True)
+        print(f"starting a SuperLink and SuperNodes on 127.0.0.1, "
+              f"{'INSECURE (no TLS, no node auth)' if args.insecure else 'TLS + SuperNode authentication'} "
+              f"(logs: {args.workdir}/logs)", flush=True)
         frame, results = deploy_seed(scenario, seed, args.workdir, agents_per_node=args.agents_per_node,
                                      rounds=args.rounds, on_round=lambda line: print(line, flush=True), mode=mode,
                                      device_files=args.device_files,
-                                     keep_node_files=args.keep_node_files or scenario.flower.keep_node_files)
+                                     keep_node_files=args.keep_node_files or scenario.flower.keep_node_files,
+                                     insecure=args.insecure)
     except CollectiveFairnessError as exc:
         print(f"collective-fairness-deploy: error: {exc}", file=sys.stderr)
         return 2

@@ -1,16 +1,26 @@
-"""A real SuperLink and three SuperNodes on loopback give the vectorised engine's results."""
+"""A real SuperLink and three SuperNodes on loopback give the vectorised engine's results,
+over TLS with SuperNode authentication; a SuperNode without a registered key or without
+the root certificate does not get in."""
 
 import json
+import subprocess
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+from flwr.proto.fleet_pb2 import PullMessagesRequest
+from flwr.proto.node_pb2 import Node
+from flwr.supernode.fleet_http_client import FleetHttpClient
+from flwr.supernode.node_auth_http_interceptor import NodeAuthHttpInterceptor
 
 from simulations import engine
 from simulations.flower import deploy
-from simulations.flower.deploy import Deployment, main, node_commands
+from simulations.flower.deploy import CONNECTION, Deployment, main, node_commands
 from simulations.flower.files import prepare_run, results_frame
-from simulations.flower.processes import alive, process_tree
+from simulations.flower.processes import alive, flwr_bin, free_port, process_tree, stop_process
+from simulations.flower.tls import make_node_key, make_server_tls
 from simulations.scenario import Scenario
 from simulations.state import build_world
 
@@ -23,22 +33,46 @@ TOY = Scenario(name="toy-deploy").replace(
 
 def test_node_commands_name_each_nodes_file(tmp_path):
     files = prepare_run(TOY, 0, tmp_path, agents_per_node=30)
-    cmds = node_commands(files, 9091, [9100, 9101, 9102])
+    keys = [tmp_path / f"k{i}" for i in range(3)]
+    cmds = node_commands(files, 9091, [9100, 9101, 9102], root_certificates=tmp_path / "ca.crt", private_keys=keys)
     assert len(cmds) == 3
     for i, cmd in enumerate(cmds):
         assert cmd[cmd.index("--superlink") + 1] == "127.0.0.1:9091"
         assert cmd[cmd.index("--port") + 1] == str(9100 + i)
         assert f'data-path="{files.node_files[i]}"' in cmd[cmd.index("--node-config") + 1]
-        assert "--insecure" in cmd
+        assert cmd[cmd.index("--root-certificates") + 1] == str(tmp_path / "ca.crt")
+        assert cmd[cmd.index("--auth-supernode-private-key") + 1] == str(keys[i])  # its own key
+        assert "--insecure" not in cmd
+    insecure = node_commands(files, 9091, [9100, 9101, 9102], root_certificates=None)
+    assert all("--insecure" in cmd and "--root-certificates" not in cmd for cmd in insecure)
+    with pytest.raises(ValueError, match="needs TLS"):  # Flower refuses node auth without TLS
+        node_commands(files, 9091, [9100, 9101, 9102], root_certificates=None, private_keys=keys)
+    with pytest.raises(ValueError, match="2 private keys for 3 nodes"):
+        node_commands(files, 9091, [9100, 9101, 9102], root_certificates=tmp_path / "ca.crt", private_keys=keys[:2])
 
 
 def test_print_commands(tmp_path, capsys):
     cfg = tmp_path / "toy.toml"
     cfg.write_text('name = "t"\nseeds = [0]\n[data]\ndataset = "toy"\n[data.options]\nn = 86\n'
                    '[collective]\nmethods = ["random"]\nalphas = [0.5]\nbudgets = [1.0]\n')
-    assert main([str(cfg), "--agents-per-node", "30", "--workdir", str(tmp_path / "w"), "--print-commands"]) == 0
+    work = tmp_path / "w"
+    assert main([str(cfg), "--agents-per-node", "30", "--workdir", str(work), "--print-commands"]) == 0
     out = capsys.readouterr().out
     assert out.count("flower-supernode") == 3 and "flower-superlink" in out and "flwr run" in out
+    assert "--insecure" not in out and "insecure = true" not in out
+    link = next(line for line in out.splitlines() if "flower-superlink" in line)
+    assert f"--ssl-ca-certfile {work}/tls/ca.crt --ssl-certfile {work}/tls/server.crt" in link
+    assert "--enable-supernode-auth" in link
+    for i in range(3):
+        assert f"supernode register {work}/keys/node-{i}.pub {CONNECTION}" in out
+        assert (f"--root-certificates {work}/tls/ca.crt --auth-supernode-private-key {work}/keys/node-{i} "
+                f"--superlink 127.0.0.1:9091 --port {9100 + i}") in out
+    assert f'root-certificates = "{work}/tls/ca.crt"' in out  # the flwr CLI's connection
+    assert sorted(p.name for p in (work / "tls").iterdir()) == ["ca.crt", "server.crt", "server.key"]  # no CA key
+    assert {oct(p.stat().st_mode & 0o777) for p in [*(work / "tls").iterdir(), *(work / "keys").iterdir()]} == {"0o600"}
+    assert main([str(cfg), "--agents-per-node", "30", "--workdir", str(work), "--print-commands", "--insecure"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--insecure") == 4 and "insecure = true" in out and "register" not in out
     assert main([str(cfg), "--agents-per-node", "0", "--print-commands"]) == 2
     assert main([str(cfg), "--rounds", "0"]) == 2  # refused before anything starts
     assert "--rounds 0" in capsys.readouterr().err
@@ -121,6 +155,8 @@ def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     write_device_files(files, dataset)  # the nodes encode them with the encoding the firm publishes
     started = []
     with Deployment(files, tmp_path) as dep:
+        assert "--enable-supernode-auth" in dep.processes[0].args and "--insecure" not in dep.processes[0].args
+        assert len(set(dep.node_ids)) == 3  # each node's key registered before it started
         started = [p.pid for p in dep.processes]
         lines = []
         results = dep.run(rounds=2, timeout=180, on_round=lines.append, mode="evaluate")  # every cell
@@ -136,6 +172,7 @@ def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     assert labels["labels"].shape == (1 + 3 * 2 * 3, 60)
     assert len(started) >= 4
     assert not [pid for pid in started if alive(pid)]  # every process we started is stopped
+    assert not [key.private for key in dep.node_keys if key.private.exists()]  # the private keys are deleted
 
 
 @pytest.mark.slow
@@ -163,3 +200,54 @@ def test_a_deployed_firm_gets_one_label_per_user_and_the_engines_row_of_its_cell
     cols = [c for c in reference.columns if c != "backend"]
     pd.testing.assert_frame_equal(results_frame(one, dataset, 0, evaluated)[cols], reference[cols], check_exact=True)
     assert int(reference["flips"].iloc[1]) > 0  # someone did flip, and the firm could not tell
+
+
+def supernode(dep, *flags, log):
+    """One more SuperNode against ``dep``'s SuperLink, giving up fast."""
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            [flwr_bin("flower-supernode"), *flags, "--superlink", f"127.0.0.1:{dep.port}", "--port", str(free_port()),
+             "--max-retries", "2", "--max-wait-time", "5"],
+            env=dep.env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def exits(proc, log, timeout=60.0) -> str:
+    try:
+        code = proc.wait(timeout)
+    finally:
+        stop_process(proc, grace=5.0, group=True)  # its SuperExec too
+    assert code != 0, log.read_text()
+    return log.read_text()
+
+
+@pytest.mark.slow
+def test_an_unregistered_or_unverified_supernode_gets_nothing(tmp_path):
+    files = prepare_run(TOY, 0, tmp_path / "seed-0", agents_per_node=30)
+    stranger = make_node_key(tmp_path / "stranger", "node")
+    other_ca = make_server_tls(tmp_path / "other-tls")
+    with Deployment(files, tmp_path) as dep:
+        ca, registered = ["--root-certificates", str(dep.tls.ca_cert)], str(dep.node_keys[0].private)
+        intruders = {  # started together, each gives up on its own
+            "stranger": ca + ["--auth-supernode-private-key", str(stranger.private)],  # an unregistered key
+            "keyless": ca,  # no key: it would register itself, which node auth turns off
+            "system-ca": ["--auth-supernode-private-key", registered],  # a registered key, trusting the system CAs
+            "other-ca": ["--root-certificates", str(other_ca.ca_cert), "--auth-supernode-private-key", registered],
+        }
+        procs = {name: supernode(dep, *flags, log=tmp_path / f"{name}.log") for name, flags in intruders.items()}
+        out = {name: exits(proc, tmp_path / f"{name}.log") for name, proc in procs.items()}
+        assert "Failed to activate SuperNode" in out["stranger"]
+        assert "SuperNode authentication is enabled" in out["keyless"]
+        assert "CERTIFICATE_VERIFY_FAILED" in out["system-ca"] and "CERTIFICATE_VERIFY_FAILED" in out["other-ca"]
+        # the stranger's key claiming a registered node's id gets no messages; that node's own key does
+        def pull_as(key_path):
+            key = load_ssh_private_key(key_path.read_bytes(), None)
+            with FleetHttpClient.from_server_address(f"127.0.0.1:{dep.port}", False, dep.tls.ca_cert.read_bytes(),
+                                                     interceptors=[NodeAuthHttpInterceptor(key, key.public_key())]) as c:
+                return c.PullMessages(PullMessagesRequest(node=Node(node_id=dep.node_ids[0])))
+
+        with pytest.raises(httpx.HTTPStatusError) as err:
+            pull_as(stranger.private)
+        assert err.value.response.status_code == 401
+        assert list(pull_as(dep.node_keys[0].private).messages_list) == []  # accepted: no run, nothing to pull
+        listed = json.loads(dep._flwr("supernode", "ls", CONNECTION, "--format", "json", timeout=60).stdout)["nodes"]
+        assert sorted(int(n["node-id"]) for n in listed) == sorted(dep.node_ids)  # nobody else got in
