@@ -111,6 +111,7 @@ CAND = np.array([1, 1, 1, 1, 0, 1], dtype=bool)
 
 def test_exact_threshold_and_errors_by_hand():
     assert exact_threshold(KEYS, CAND, 0.4) == 0.7  # M = floor(0.4 * 5) = 2: 0.9 and 0.7
+    assert exact_threshold(KEYS, CAND, 0.5) == 0.7  # M = floor(2.5) = 2, as budget_count rounds
     assert exact_threshold(KEYS, CAND, 0.0) == np.inf
     assert exact_threshold(KEYS, CAND, 1.0) == 0.1
     np.testing.assert_array_equal(flip_mask(0.5, KEYS, CAND), [1, 0, 1, 1, 0, 0])
