@@ -61,7 +61,7 @@ from .protocol import (
     token_digest,
 )
 
-__all__ = ["DROP_REASONS", "ENCODING_RECORD", "app", "invitation_path", "node_file_path", "reported_labels"]
+__all__ = ["DROP_REASONS", "ENCODING_RECORD", "answers_evaluator", "app", "invitation_path", "node_file_path", "reported_labels"]
 
 # The firm's published feature encoding (agents.encoding), sent to every node with query.join.
 ENCODING_RECORD = "encoding"
@@ -538,8 +538,26 @@ def cells(msg: Message, context: Context) -> Message:
     node = _node(context)
     if isinstance(node, CoordinatorData):
         return _reply(msg)
+    if not answers_evaluator(context):
+        raise PermissionError("evaluate.cells: this node does not answer the experimenter's evaluator (its true "
+                              "labels stay on the device); allowed: train.report, or node config evaluator=true "
+                              "on a node whose owner takes part in an experiment")
     labels = reported_labels(node, msg.content, _memory(context))
     return _reply(msg, report=record_of(user_ids=node.user_ids, X=node.X, a=node.a, labels=labels))
+
+
+def answers_evaluator(context: Context) -> bool:
+    """Whether this node sends the evaluator its counterfactual rows (true labels included).
+
+    A simulated node (its file found by ``partition-id`` in the experimenter's own
+    ``node-data-dir``) does. A node started with its own ``data-path`` -- a device, or a
+    deployment's node -- does only when its owner opted in with node config
+    ``evaluator=true``: whoever runs the ServerApp cannot switch the evaluator on by
+    itself, so a real firm gets reports only."""
+    if "data-path" not in context.node_config:
+        return True
+    value = context.node_config.get("evaluator", False)
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _memory(context: Context) -> dict | None:

@@ -7,8 +7,8 @@ Each round has two parts that never mix:
 * **Collection**, by one of two roles, chosen once per run by the run config's
   ``mode`` and never mixed:
 
-  - ``mode = "deploy"`` (real devices; ``collective-fairness-deploy``): the
-    **firm**. ``train.report`` collects one reported label per user (the label
+  - ``mode = "deploy"`` (the default; real devices; ``collective-fairness-deploy``):
+    the **firm**. ``train.report`` collects one reported label per user (the label
     the collective's single deployed cell gives), :mod:`server.reports`
     validates the reports, and the firm trains on exactly those labels (both
     directions: a reported 0 is trained as 0) and is evaluated on its test set.
@@ -16,12 +16,15 @@ Each round has two parts that never mix:
     count flips; ``results.json`` records what it received, its metrics and the
     rejections. The run fails at start (one line) if the scenario's grid has
     more than one cell.
-  - ``mode = "evaluate"`` (the simulation backend's default): the
+  - ``mode = "evaluate"`` (the simulation backend sets it): the
     experimenter's **evaluator** (:mod:`server.evaluator`), not a firm.
     ``evaluate.cells`` collects every user's counterfactual rows (true labels and
     one reported row per cell), validated by the same intake, and every cell is
     trained with the engine's own :mod:`server.training`, so metrics and flips
     equal the vectorised engine's bit for bit. ``train.report`` is not sent.
+    Only nodes whose owners consent answer it (``agents.client_app.answers_evaluator``:
+    simulated nodes, or node config ``evaluator=true``), so whoever runs the
+    ServerApp cannot read a device's true labels by switching modes.
 
 Nodes that error or time out are skipped and counted, malformed replies (of
 any record type) are rejected and counted by reason (:mod:`server.reports`),
@@ -67,7 +70,7 @@ app = ServerApp()
 # [tool.flwr.app.config] and the simulation's generated app repeat it; a test
 # keeps them equal).
 RUN_CONFIG = {
-    "mode": "evaluate",  # "evaluate": the experimenter's evaluator (simulation); "deploy": the firm only
+    "mode": "deploy",  # "deploy": the firm only (the safe default); "evaluate": the experimenter's evaluator (simulation)
     "run-dir": "",  # folder with firm.npz + scenario.json
     "node-data-dir": "",  # simulation: node files are <node-data-dir>/node-<partition-id>.npz
     "rounds": 1,

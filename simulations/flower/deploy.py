@@ -66,13 +66,15 @@ CONNECTION = "deploy"
 
 
 def node_commands(files: RunFiles, superlink_port: int, node_ports, *, root_certificates,
-                  private_keys=None) -> list[list[str]]:
+                  private_keys=None, evaluator: bool = False) -> list[list[str]]:
     """The ``flower-supernode`` command of every node.
 
     ``root_certificates``: the deployment's CA certificate, which the node checks
     the SuperLink's certificate against; ``private_keys``: node i's private key
     (SuperNode authentication), one per node. ``root_certificates=None`` means
     ``--insecure`` (loopback debugging only; Flower refuses keys without TLS).
+    ``evaluator``: the nodes' owners consent to answer the experimenter's evaluator
+    (node config ``evaluator=true``; off by default, so a firm gets reports only).
     Each node's own Runtime API (where its ClientApp process connects) listens
     on 127.0.0.1 at its ``--port``.
     """
@@ -81,7 +83,7 @@ def node_commands(files: RunFiles, superlink_port: int, node_ports, *, root_cert
         raise ValueError(f"{len(keys)} private keys for {files.n_nodes} nodes")
     cmds = []
     for i, (path, port) in enumerate(zip(files.node_files, node_ports)):
-        node_config = node_config_arg(files.node_config(i))
+        node_config = node_config_arg(files.node_config(i, evaluator=evaluator))
         cmds.append([
             flwr_bin("flower-supernode"), *_node_security_flags(root_certificates, keys[i]),
             "--superlink", f"127.0.0.1:{superlink_port}",
@@ -92,7 +94,12 @@ def node_commands(files: RunFiles, superlink_port: int, node_ports, *, root_cert
 
 def node_config_arg(config: dict) -> str:
     """A node config as ``flower-supernode --node-config`` takes it: ``key="text" key=number``."""
-    return " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return f'"{v}"' if isinstance(v, str) else str(v)
+
+    return " ".join(f"{k}={value(v)}" for k, v in config.items())
 
 
 def _node_security_flags(root_certificates, private_key) -> list[str]:
@@ -137,7 +144,8 @@ class Deployment(FlwrProcesses):
     the nodes; :meth:`close` stops everything and deletes the private keys.
     """
 
-    def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None, insecure: bool = False):
+    def __init__(self, files: RunFiles, workdir, *, superlink_port: int | None = None, insecure: bool = False,
+                 evaluator: bool = False):
         self.files = files
         self.workdir = Path(workdir).resolve()
         self.home = self.workdir / "home"
@@ -147,6 +155,7 @@ class Deployment(FlwrProcesses):
         self.env = flower_env(self.home)
         self.processes: list[subprocess.Popen] = []
         self.insecure = bool(insecure)
+        self.evaluator = bool(evaluator)  # nodes answer evaluate.cells (the experimenter's loopback view)
         self.tls: ServerTls | None = None
         self.node_keys: list[NodeKey] = []
         self.node_ids: list[int] = []
@@ -175,7 +184,8 @@ class Deployment(FlwrProcesses):
                          link, ca_cert=ca_cert)
             self.node_ids = self.register_nodes([k.public for k in self.node_keys])
             for i, cmd in enumerate(node_commands(self.files, self.port, self.node_ports, root_certificates=ca_cert,
-                                                  private_keys=[k.private for k in self.node_keys] or None)):
+                                                  private_keys=[k.private for k in self.node_keys] or None,
+                                                  evaluator=self.evaluator)):
                 self._spawn(cmd, f"supernode-{i}.log")
         except BaseException:
             self.close()
@@ -272,7 +282,8 @@ def deploy_seed(scenario, seed: int, workdir, *, agents_per_node: int | None = N
                         agents_per_node=agents_per_node, device_files=device_files)
     keep = scenario.flower.keep_node_files if keep_node_files is None else bool(keep_node_files)
     security = {"insecure": True} if insecure else {}  # default: TLS + node auth
-    with node_files_removed(files, keep=keep), Deployment(files, workdir, **security) as dep:  # nodes stop, then files go
+    with node_files_removed(files, keep=keep), Deployment(files, workdir, evaluator=mode == "evaluate",
+                                                          **security) as dep:  # nodes stop, then files go
         results = dep.run(rounds=rounds or scenario.flower.rounds, timeout=timeout or scenario.flower.timeout,
                           on_round=on_round, mode=mode)
     return results_frame(scenario, dataset, seed, results), results
@@ -426,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(shell_quote([flwr_bin("flwr"), "supernode", "register", str(key.public), CONNECTION]))
             for i, cmd in enumerate(node_commands(files, port, [9100 + i for i in range(files.n_nodes)],
                                                   root_certificates=ca_cert,
-                                                  private_keys=[k.private for k in keys] or None)):
+                                                  private_keys=[k.private for k in keys] or None,
+                                                  evaluator=mode == "evaluate")):
                 print(shell_quote(cmd) + " &")
             run_config = config_args({"run-dir": str(files.run_dir), "rounds": args.rounds or scenario.flower.rounds,
                                        "expected-nodes": files.n_nodes, "mode": mode})

@@ -57,11 +57,14 @@ class RunFiles:
     def n_nodes(self) -> int:
         return len(self.node_files)
 
-    def node_config(self, i: int) -> dict:
-        """Node ``i``'s node config on a deployment: its file, and the invitation for raw records."""
+    def node_config(self, i: int, *, evaluator: bool = False) -> dict:
+        """Node ``i``'s node config on a deployment: its file, the invitation for raw records and,
+        with ``evaluator``, the owner's consent to answer the experimenter's evaluator."""
         config = {"data-path": str(Path(self.node_files[i]).resolve())}
         if self.invitation is not None and Path(self.node_files[i]).suffix != ".npz":
             config["collective"] = str(Path(self.invitation).resolve())
+        if evaluator:
+            config["evaluator"] = True
         return {**config, "partition-id": i, "num-partitions": self.n_nodes}
 
     @property

@@ -82,12 +82,15 @@ class InProcessGrid:
 
 
 def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None = None,
-                   mode: str = RUN_CONFIG["mode"]) -> dict:
+                   mode: str = "evaluate", consent: bool | None = None) -> dict:
     """Run the ServerApp against in-process nodes (no Flower runtime); ``mode`` as the run
-    config's: ``"evaluate"`` (the experimenter's evaluator) or ``"deploy"`` (the firm only)."""
+    config's: ``"evaluate"`` (the experimenter's evaluator) or ``"deploy"`` (the firm only).
+    ``consent``: raw device nodes answer the evaluator (node config ``evaluator=true``;
+    default: when ``mode`` is ``"evaluate"``)."""
+    consent = mode == "evaluate" if consent is None else bool(consent)
     # Nodes find .npz files as the simulation does (partition-id); raw device files by data-path
     # and the collective's invitation (collective), as a device's SuperNode does.
-    node_configs = [files.node_config(i) if files.invitation is not None else
+    node_configs = [files.node_config(i, evaluator=consent) if files.invitation is not None else
                     {"partition-id": i, "num-partitions": files.n_nodes} for i in range(files.n_nodes)]
     grid = InProcessGrid(node_configs, {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
     settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0,

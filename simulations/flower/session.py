@@ -120,6 +120,7 @@ class FlowerSession(FlwrProcesses):
         run_config = {
             "run-dir": str(files.run_dir), "node-data-dir": str(files.node_data_dir), "rounds": int(rounds),
             "expected-nodes": files.n_nodes, "node-wait": RUN_CONFIG["node-wait"], "round-timeout": timeout,
+            "mode": "evaluate",  # the experimenter's simulation: every cell, counterfactual rows included
             # A small in-memory message store keeps Flower's per-node delivery scan cheap.
             "max-in-flight": self.max_in_flight,
         }

@@ -48,9 +48,10 @@ def _message(message_type: str, content: RecordDict, round_: int = 1) -> Message
     return Message(content, metadata=md)
 
 
-def _context(path, state=None) -> Context:
-    return Context(run_id=1, node_id=7, node_config={"data-path": str(path)}, state=state or RecordDict(),
-                   run_config={})
+def _context(path, state=None, *, evaluator=True) -> Context:
+    # A node started with its own data-path answers the evaluator only with its owner's consent.
+    return Context(run_id=1, node_id=7, node_config={"data-path": str(path), "evaluator": evaluator},
+                   state=state or RecordDict(), run_config={})
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +245,18 @@ def test_scores_are_remembered_and_the_knowledge_is_asked_for_only_when_missing(
     again = ca.app(_message("query.scores", light(), round_=2), fresh).content["candidates"]
     np.testing.assert_array_equal(first["scores"].numpy(), again["scores"].numpy())
     assert int(fresh.state["candidates-meta"]["round"]) == 2
+
+
+def test_a_node_with_its_own_data_file_answers_the_evaluator_only_with_consent(files):
+    """evaluate.cells carries true labels: a node started with its own data-path (a device)
+    refuses it unless its node config says evaluator=true; simulated nodes (found by
+    partition-id in the experimenter's node-data-dir) answer."""
+    assert not ca.answers_evaluator(_context(files[0], evaluator=False))
+    assert not ca.answers_evaluator(Context(run_id=1, node_id=7, node_config={"data-path": "x"}, state=RecordDict(),
+                                            run_config={}))
+    assert ca.answers_evaluator(_context(files[0], evaluator=True))
+    assert ca.answers_evaluator(_context(files[0], evaluator="true"))
+    assert ca.answers_evaluator(Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(),
+                                        run_config={}))
+    with pytest.raises(PermissionError, match="does not answer the experimenter's evaluator"):
+        ca.app(_message("evaluate.cells", RecordDict()), _context(files[0], evaluator=False))

@@ -130,7 +130,7 @@ def _run(files, tmp_path, tamper=None, *, dead_after_signup=None, timeout=600.0,
         grid.tamper = kill_on_coordinate
     t0 = time.monotonic()
     results = run_rounds(grid, RunSettings(files.run_dir, rounds=1, expected_nodes=files.n_nodes, node_wait=0,
-                                           timeout=timeout, node_timeout=node_timeout))
+                                           timeout=timeout, node_timeout=node_timeout, mode="evaluate"))
     return results["rounds"][0], time.monotonic() - t0
 
 
@@ -178,7 +178,7 @@ def test_a_silent_node_costs_one_node_deadline_per_round_not_one_per_wave(datase
     grid.tamper = hang_after_signup
     t0 = time.monotonic()
     results = run_rounds(grid, RunSettings(files.run_dir, rounds=2, expected_nodes=files.n_nodes, node_wait=0,
-                                           timeout=600.0, node_timeout=1.0))
+                                           timeout=600.0, node_timeout=1.0, mode="evaluate"))
     assert time.monotonic() - t0 < 2 * 1.0 + 4.0  # one deadline per round
     for r in results["rounds"]:
         waited = [t for t, c in r["messages"].items() if c["timeouts"] and not c.get("skipped")]

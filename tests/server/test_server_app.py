@@ -63,7 +63,8 @@ def test_faulty_nodes_are_rejected_or_skipped_and_the_round_completes(dataset, t
 
     grid = InProcessGrid([{"partition-id": i} for i in range(files.n_nodes)],
                          {"node-data-dir": str(files.node_data_dir)}, tamper=tamper)
-    results = run_rounds(grid, RunSettings(tmp_path, rounds=2, expected_nodes=files.n_nodes, node_wait=0, timeout=1))
+    results = run_rounds(grid, RunSettings(tmp_path, rounds=2, expected_nodes=files.n_nodes, node_wait=0, timeout=1,
+                                           mode="evaluate"))
 
     assert [r["round"] for r in results["rounds"]] == [1, 2]
     for r in results["rounds"]:

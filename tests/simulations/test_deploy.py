@@ -81,8 +81,8 @@ def test_print_commands(tmp_path, capsys):
 class InProcessDeployment:
     """Stands in for ``deploy.Deployment``: the same files and run config, the nodes in this process."""
 
-    def __init__(self, files, workdir, **kw):
-        self.files = files
+    def __init__(self, files, workdir, *, evaluator=False, **kw):
+        self.files, self.evaluator = files, evaluator
 
     def __enter__(self):
         return self
@@ -93,7 +93,7 @@ class InProcessDeployment:
     def run(self, *, rounds, timeout, on_round=None, mode="deploy"):
         from simulations.flower.inprocess import run_in_process
 
-        return run_in_process(self.files, rounds=rounds, mode=mode)
+        return run_in_process(self.files, rounds=rounds, mode=mode, consent=self.evaluator)
 
 
 def test_the_deploy_command_runs_the_firm_on_one_cell_unless_asked_to_evaluate(tmp_path, monkeypatch, capsys):
@@ -154,7 +154,7 @@ def test_superlink_and_three_supernodes_match_the_engine(tmp_path):
     assert [p.suffix for p in files.node_files] == [".csv", ".csv", ".npz"] and files.invitation.exists()
     write_device_files(files, dataset)  # the nodes encode them with the encoding the firm publishes
     started = []
-    with Deployment(files, tmp_path) as dep:
+    with Deployment(files, tmp_path, evaluator=True) as dep:  # the owners consent to the evaluator
         assert "--enable-supernode-auth" in dep.processes[0].args and "--insecure" not in dep.processes[0].args
         assert len(set(dep.node_ids)) == 3  # each node's key registered before it started
         started = [p.pid for p in dep.processes]
@@ -184,7 +184,7 @@ def test_a_deployed_firm_gets_one_label_per_user_and_the_engines_row_of_its_cell
     dataset = engine.load_data(one, seed=0)
     reference = engine.run_seed(one, 0, dataset=dataset)
     files = prepare_run(one, 0, tmp_path / "seed-0", dataset=dataset, agents_per_node=30)
-    with Deployment(files, tmp_path) as dep:
+    with Deployment(files, tmp_path, evaluator=True) as dep:  # the owners consent to the evaluator
         lines = []
         firm = dep.run(rounds=1, timeout=180, on_round=lines.append)
         firm_labels = np.load(files.run_dir / "labels.npz")["labels"]

@@ -109,3 +109,27 @@ def test_a_bad_device_file_is_one_counted_error_and_the_round_completes(line, wh
     missing.with_name("node-1.csv").write_text(missing.read_text().replace("user_id,", "id,", 1))
     r = run_in_process(files, rounds=1)["rounds"][0]
     assert [e for e in r["errors"] if "node-1.csv: missing column(s) 'user_id'" in e] and r["n_train"] == 35
+
+
+def test_devices_do_not_answer_the_evaluator_without_their_owners_consent(dataset, tmp_path):
+    """Whoever runs the ServerApp cannot read devices' true labels by switching to the evaluator:
+    a node started with its own data file answers evaluate.cells only with node config
+    evaluator=true. Without it every user node refuses, nothing reaches the evaluator, and the
+    round still completes."""
+    files = prepare_run(TOY, 0, tmp_path, dataset=dataset, agents_per_node=25, device_files="raw")
+    seen = []
+
+    def record(node_id, msg, reply):
+        if msg.metadata.message_type == "evaluate.cells" and reply.has_content():
+            seen.append(reply.content)
+        return reply
+
+    results = run_in_process(files, rounds=1, mode="evaluate", consent=False, tamper=record)
+    r = results["rounds"][0]
+    users = files.n_nodes - 1  # the coordinator has no users
+    assert r["messages"]["evaluate.cells"]["errors"] == users and r["metrics"] is None
+    assert [e for e in r["errors"] if "does not answer the experimenter's evaluator" in e]
+    assert not [c for c in seen if "report" in c]  # not one labels array left a device
+    assert r["training"].startswith("skipped")
+    # With consent (the deploy command's --evaluate), the same nodes answer.
+    assert run_in_process(files, rounds=1, mode="evaluate", consent=True)["rounds"][0]["training"] == "trained"

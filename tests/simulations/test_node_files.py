@@ -163,8 +163,8 @@ class InProcessDeployment:
 
     fail = False
 
-    def __init__(self, files, workdir):
-        self.files = files
+    def __init__(self, files, workdir, *, evaluator=False):
+        self.files, self.evaluator = files, evaluator
 
     def __enter__(self):
         return self
@@ -176,7 +176,7 @@ class InProcessDeployment:
         assert all(p.exists() for p in self.files.node_files)
         if self.fail:
             raise RuntimeError("a SuperNode died")
-        return run_in_process(self.files, rounds=rounds, mode=mode)
+        return run_in_process(self.files, rounds=rounds, mode=mode, consent=self.evaluator)
 
 
 def test_deploy_removes_the_node_files_unless_kept(dataset, tmp_path, monkeypatch):
