@@ -170,7 +170,7 @@ def _validate(args) -> int:
         if scenario.dynamics is not None:
             d = scenario.dynamics
             extra += (f", dynamics: {d.rounds} rounds, {d.participation} participation, "
-                      f"{'/'.join(d.coordination)} on a {d.graph['kind']} graph")
+                      f"{'/'.join(d.coordination)}, graph {d.graph['kind']}")
         print(f"{path}: ok ({scenario.name}: {scenario.data.dataset}, {n} runs, backend {scenario.engine.backend}{extra})")
     return 0
 

@@ -132,10 +132,11 @@ plus a ``base`` row per round where nobody relabels). Columns:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -300,6 +301,7 @@ class CollectiveDynamics:
             scenario.firm.model, scenario.firm.params, random_state=world.firm_seed)
         self.round = 0
         self.rows: list[dict] = []
+        self.timings: dict[str, float] = defaultdict(float)  # seconds per phase, all rounds (benchmarks)
         self.X = firm_design(self.estimator, p.X_train)
         self._stacked = {1: self.X}
         self.minority = np.flatnonzero(world.minority)
@@ -387,6 +389,14 @@ class CollectiveDynamics:
             return min(o, n_members)
         return min(n_members, max(1 if o > 0 else 0, math.floor(o * n_members + 0.5)))
 
+    @contextlib.contextmanager
+    def _clock(self, phase: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] += time.perf_counter() - began
+
     def _stacked_design(self, copies: int):
         if copies not in self._stacked:
             X = self.X
@@ -400,19 +410,23 @@ class CollectiveDynamics:
         """One round for every trajectory; returns (and collects) its rows."""
         self.round += 1
         t, c, n_min = self.round, self.config, self.minority.size
-        stay = rules.dropout(np.ones(n_min, dtype=bool), c.dropout, _child_rng(self.streams["dropout"], t))
-        complies = rules.comply(n_min, c.compliance, _child_rng(self.streams["compliance"], t))
-        noisy = rules.noisy_scores(self.scores, c.score_noise, _child_rng(self.streams["noise"], t))
+        with self._clock("draws"):
+            stay = rules.dropout(np.ones(n_min, dtype=bool), c.dropout, _child_rng(self.streams["dropout"], t))
+            complies = rules.comply(n_min, c.compliance, _child_rng(self.streams["compliance"], t))
+            noisy = rules.noisy_scores(self.scores, c.score_noise, _child_rng(self.streams["noise"], t))
+            folded = self._folded(noisy) if "gossip" in c.coordination else None
         for trajectory in self.trajectories:
-            self._collective(trajectory, stay, complies, noisy)
-        y = self.world.prepared.y_train
-        self.base.reports.append(np.asarray(y, dtype=np.int8))
-        for trajectory in self.trajectories:
-            flips = np.zeros(self.world.n_users, dtype=bool)
-            flips[trajectory.members.positions[trajectory.row.pop("_flips")]] = True
-            trajectory.reports.append(relabel(y, flips))
+            self._collective(trajectory, stay, complies, noisy, folded)
+        with self._clock("relabel"):
+            y = self.world.prepared.y_train
+            self.base.reports.append(np.asarray(y, dtype=np.int8))
+            for trajectory in self.trajectories:
+                flips = np.zeros(self.world.n_users, dtype=bool)
+                flips[trajectory.members.positions[trajectory.row.pop("_flips")]] = True
+                trajectory.reports.append(relabel(y, flips))
         self._retrain()
-        rows = [self._row(trajectory) for trajectory in (self.base, *self.trajectories)]
+        with self._clock("rows"):
+            rows = [self._row(trajectory) for trajectory in (self.base, *self.trajectories)]
         self.rows.extend(rows)
         return rows
 
@@ -468,27 +482,37 @@ class CollectiveDynamics:
         return out
 
     def _gossip(self, m: _Members, active: np.ndarray, keys: np.ndarray, pool: np.ndarray, fraction: float):
-        """Each participant's own estimate of the threshold (NaN: none)."""
+        """Each participant's own estimate of the threshold key (NaN: none yet), by gossip
+        among this round's participants."""
         from agents.gossip import gossip_thresholds
 
         idx = np.flatnonzero(active)
-        graph = None if m.graph is None else m.graph[idx][:, idx].tocsr()
         estimate = np.full(m.n, np.nan)
-        estimate[idx] = gossip_thresholds(graph, keys[idx], pool[idx], fraction, steps=self.config.gossip_steps,
-                                          bins=self.config.gossip_bins)
+        if idx.size:
+            graph = m.graph[idx][:, idx].tocsr()
+            estimate[idx] = gossip_thresholds(graph, keys[idx], pool[idx], fraction, steps=self.config.gossip_steps,
+                                              bins=self.config.gossip_bins)
         return estimate
 
-    def _collective(self, tr: _Trajectory, stay, complies, noisy) -> None:
-        """Steps 2-4 for one trajectory: participation, coordination, local decisions."""
-        c, m, cell = self.config, tr.members, tr.cell
-        joined, active, free = self._participation(tr, stay)
-        pool = active & m.candidate
-        size = int(pool.sum())
-        M = budget_count(cell.budget, size)
-        keys = np.full(m.n, np.nan)
-        keys[m.candidate] = noisy[cell.method_index, m.column[m.candidate]]
-        exact = coalition_threshold(keys[pool], m.ties[pool], M)
-        t_score, t_ticket = np.full(m.n, np.nan), np.full(m.n, np.nan)  # NaN: no signal
+    def _folded(self, noisy: np.ndarray) -> np.ndarray:
+        """Gossip ranks by one number: each candidate's score with its tie ticket folded in
+        below the scores' resolution (score + ticket x half the smallest gap between distinct
+        scores; the ticket alone when all scores are equal, as for ``random``), so keys order
+        candidates exactly as (score, tie ticket) does."""
+        ties = self.world.tie_tickets[self.candidates]
+        out = np.empty_like(noisy)
+        for i, scores in enumerate(noisy):
+            distinct = np.unique(scores)
+            gaps = np.diff(distinct)
+            delta = 0.5 * float(gaps.min()) if gaps.size else 1.0
+            out[i] = scores + ties * delta
+        return out
+
+    def _coordinate(self, tr: _Trajectory, active, pool, keys, ties, exact: Threshold, M: int):
+        """Step 4's signal: each participant's threshold (score, ticket; NaN: no signal), who
+        got one, and the published threshold (NaN for gossip)."""
+        m, cell, size = tr.members, tr.cell, int(pool.sum())
+        t_score, t_ticket = np.full(m.n, np.nan), np.full(m.n, np.nan)
         published = math.nan
         if tr.mode == "coordinator":
             reached = active.copy()
@@ -496,20 +520,42 @@ class CollectiveDynamics:
         elif tr.mode == "reach":
             reached = self._reach(m, active)
             heard = reached & m.candidate
-            own = coalition_threshold(keys[heard], m.ties[heard], budget_count(cell.budget, int(heard.sum())))
+            own = coalition_threshold(keys[heard], ties[heard], budget_count(cell.budget, int(heard.sum())))
             t_score[reached], t_ticket[reached], published = own.score, own.ticket, own.score
-        else:  # gossip: estimates in score units; a candidate flips when its score reaches its own
-            estimate = self._gossip(m, active, keys, pool, M / size if size else 0.0) if size else np.full(m.n, np.nan)
+        else:  # gossip: each participant's own estimate of the threshold key; its key reaching it flips
+            # Members aim at the budget's share of the pool they estimate (a count budget: M / pool).
+            fraction = cell.budget if isinstance(cell.budget, float) else (M / size if size else 0.0)
+            estimate = self._gossip(m, active, keys, pool, fraction)
             reached = active & ~np.isnan(estimate)
-            t_score[reached], t_ticket[reached] = estimate[reached], -np.inf
+            t_score[reached], t_ticket[reached] = estimate[reached], 0.0
+        return t_score, t_ticket, reached, published
+
+    def _collective(self, tr: _Trajectory, stay, complies, noisy, folded) -> None:
+        """Steps 2-4 for one trajectory: participation, coordination, local decisions."""
+        c, m, cell = self.config, tr.members, tr.cell
+        with self._clock("participation"):
+            joined, active, free = self._participation(tr, stay)
+        pool = active & m.candidate
+        size = int(pool.sum())
+        M = budget_count(cell.budget, size)
+        keys = np.full(m.n, np.nan)
+        ties = m.ties
+        if tr.mode == "gossip":  # one key per candidate, ties folded in: thresholds are keys alone
+            keys[m.candidate] = folded[cell.method_index, m.column[m.candidate]]
+            ties = np.zeros(m.n)
+        else:
+            keys[m.candidate] = noisy[cell.method_index, m.column[m.candidate]]
+        exact = coalition_threshold(keys[pool], ties[pool], M)
+        with self._clock("coordination"):
+            t_score, t_ticket, reached, published = self._coordinate(tr, active, pool, keys, ties, exact, M)
         tr.signals.push((t_score, t_ticket))
         signal = tr.signals.at(c.staleness)
         if signal is None:  # nothing published that long ago yet: nobody acts
             signal = (np.full(m.n, np.nan), np.full(m.n, np.nan))
         # NaN thresholds compare False: a candidate without a signal does not flip.
-        intended = decide(keys, m.ties, Threshold(*signal), eligible=pool)
+        intended = decide(keys, ties, Threshold(*signal), eligible=pool)
         flips = intended & complies[m.local]
-        error, rank_error = _threshold_errors(keys[pool], m.ties[pool], signal[0][pool], signal[1][pool], exact, M)
+        error, rank_error = _threshold_errors(keys[pool], ties[pool], signal[0][pool], signal[1][pool], exact, M)
         tr.joined, tr.active = joined, active
         tr.row = {
             "eligible": m.n, "organisers": int(m.organisers.sum()), "participants": int(active.sum()),
@@ -546,6 +592,7 @@ class CollectiveDynamics:
         chains = [(start, sorted(chain, key=lambda item: item[0])) for start, chain in groups.values()]
         X = self._stacked_design(copies)
         tasks = [(start, X, [labels for _, _, labels in chain], test, self.warm) for start, chain in chains]
+        began = time.perf_counter()
         outputs = self.executor.map(_fit_chain, tasks) if self.executor is not None else (
             _fit_chain(*task) for task in tasks)
         for (_, chain), results in zip(chains, outputs):
@@ -553,6 +600,8 @@ class CollectiveDynamics:
                 pending[job] = result
             if self.on_fit:
                 self.on_fit(len(chain))
+        self.timings["retrain"] += time.perf_counter() - began
+        began = time.perf_counter()
         outcomes = {}
         for tr, job in owners:
             firm, metrics, seconds = pending[job]
@@ -560,6 +609,7 @@ class CollectiveDynamics:
             if id(firm) not in outcomes:
                 outcomes[id(firm)] = _favourable(firm, self.X_minority)
             tr.outcomes = outcomes[id(firm)]
+        self.timings["outcomes"] += time.perf_counter() - began
 
     def _row(self, tr: _Trajectory) -> dict:
         if tr.cell is None:

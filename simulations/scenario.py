@@ -655,6 +655,10 @@ class DynamicsConfig(_Section):
                 _fail(f"{where} {key}", f"is only read when {mode} = {value!r} (here {mode} = "
                                         f"{chosen if isinstance(chosen, str) else list(chosen)!r}); allowed: drop "
                                         f"{key}, or set {mode} = {value!r}")
+        if "gossip" in self.coordination and self.graph["kind"] == "complete":
+            _fail("[dynamics.graph] kind", "'complete' leaves coordination 'gossip' nothing to gossip over (everyone "
+                                           "hearing everyone is a coordinator); allowed: erdos-renyi, "
+                                           "barabasi-albert, watts-strogatz, sbm or edge-list")
         if "reach" in self.coordination and organisers == 0:
             _fail(f"{where} organisers", "is 0, so coordination 'reach' reaches nobody (the coordinator speaks "
                                          "through the organisers); allowed: an int >= 1 or a fraction > 0 of the "

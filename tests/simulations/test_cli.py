@@ -300,7 +300,6 @@ BAD_INPUTS.update({
 })
 
 
-
 def _edge_list(text: str, **graph):
     """A callable writing ``text`` as edges.txt and returning a gossip scenario over it."""
     def make(folder: Path) -> str:

@@ -267,16 +267,28 @@ def test_reach_zero_hops_reaches_only_the_organisers():
         assert set(np.flatnonzero(flipped)) <= set(organisers)
 
 
-def test_reach_grows_with_hops_and_falls_short_of_m():
-    rows = {}
+def test_reach_is_the_participants_within_hops_of_an_organiser():
+    """members_reached against breadth-first search by networkx over the participants' graph."""
+    import networkx as nx
+
+    reached = {}
     for hops in (0, 1, 2):
-        s = scenario(rounds=1, coordination="reach", hops=hops, organisers=2,
-                     graph={"kind": "erdos-renyi", "mean_degree": 3})
-        rows[hops] = cells(dynamics.run_seed(s, 0)[1]).reset_index(drop=True)
-    assert (rows[0]["members_reached"] <= rows[1]["members_reached"]).all()
-    assert (rows[1]["members_reached"] <= rows[2]["members_reached"]).all()
-    assert (rows[1]["members_reached"] < rows[1]["participants"]).any()
-    assert (rows[1]["flips_minus_m"] <= 0).all() and (rows[1]["flips_minus_m"] < 0).any()
+        s = scenario(rounds=1, coordination="reach", hops=hops, organisers=2, dropout=0.2,
+                     graph={"kind": "erdos-renyi", "mean_degree": 40})
+        m = model(s)
+        m.step()
+        rows = cells(m.table()).reset_index(drop=True)
+        for tr, (_, row) in zip(m.trajectories, rows.iterrows()):
+            active = np.flatnonzero(tr.active)
+            graph = nx.from_scipy_sparse_array(tr.members.graph[active][:, active])
+            sources = [i for i, member in enumerate(active) if tr.members.organisers[member]]
+            near = nx.multi_source_dijkstra_path_length(graph, sources, cutoff=hops) if sources else {}
+            assert row["members_reached"] == len(near), (hops, row["members_reached"], len(near))
+        reached[hops] = rows
+    assert (reached[0]["members_reached"] < reached[2]["members_reached"]).all()
+    assert (reached[2]["members_reached"] < reached[2]["participants"]).any()
+    short = reached[1]
+    assert (short["flips_minus_m"] <= 0).all() and (short["flips_minus_m"] < 0).any()
 
 
 def test_staleness_acts_on_the_signal_of_k_rounds_ago():
@@ -347,3 +359,46 @@ def test_per_round_table_has_stable_columns():
     assert {"error", "sp_diff", "eqod", "eopp_diff", "tpr_0", "tpr_1", "fpr_0", "fpr_1", "success"} <= set(columns)
     assert len(rounds) == 2 * (1 + 2 * 2 * 4)
     assert math.isclose(rounds["participant_share"].max(), (rounds["participants"] / rounds["n_minority"]).max())
+
+
+# --------------------------------------------------------------------------- gossip
+
+SYNTHETIC = {
+    "name": "gossip",
+    "seeds": [0],
+    "data": {"dataset": "synthetic", "options": {"n": 20000, "n_features": 3}},
+    "collective": {"methods": ["rb-prob", "random"], "alphas": [1.0], "budgets": [0.2, 0.5, 300],
+                   "validation": 0.0},
+    "engine": {"n_jobs": 1},
+}
+
+
+def test_gossip_with_enough_steps_on_a_dense_graph_flips_within_one_percent_of_m():
+    s = Scenario.from_dict({**SYNTHETIC, "dynamics": {
+        "rounds": 1, "coordination": ["gossip", "coordinator"], "gossip_steps": 40, "gossip_bins": 256,
+        "graph": {"kind": "erdos-renyi", "mean_degree": 30}}})
+    runs, rounds = dynamics.run_seed(s, 0)
+    gossip = cells(rounds[rounds["coordination"] == "gossip"])
+    assert (gossip["m"] >= 300).all() and (gossip["members_reached"] == gossip["participants"]).all()
+    assert (gossip["flips_minus_m"].abs() <= 0.01 * gossip["m"]).all(), gossip[["m", "flips"]]
+    assert (gossip["threshold_error_rank"] <= 0.01 * gossip["m"]).all()
+    coordinator = cells(rounds[rounds["coordination"] == "coordinator"])
+    assert (coordinator["flips"] == coordinator["m"]).all()
+    # runs.csv holds the first mode's rows only
+    np.testing.assert_array_equal(runs[runs["method"] != "base"]["flips"], gossip["flips"])
+
+
+def test_gossip_on_a_clustered_graph_needs_many_steps():
+    """Push-sum mixes slowly on a small-world ring (Boyd et al.): after 20 steps each member's
+    threshold is off by hundreds of ranks, after 150 by about 1% of the pool."""
+    errors = {}
+    for steps in (20, 150):
+        s = Scenario.from_dict({**SYNTHETIC, "dynamics": {
+            "rounds": 1, "coordination": "gossip", "gossip_steps": steps,
+            "graph": {"kind": "watts-strogatz", "k": 6, "p": 0.05}}})
+        c = cells(dynamics.run_seed(s, 0)[1])
+        assert (c["members_reached"] == c["participants"]).all()
+        errors[steps] = c["threshold_error_rank"].to_numpy()
+        pool = c["candidates"].to_numpy()
+    assert (errors[20] > 5 * errors[150]).all()
+    assert (errors[150] < 0.01 * pool).all()

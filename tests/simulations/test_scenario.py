@@ -249,7 +249,8 @@ def test_dynamics_absent_by_default_and_round_trips(tmp_path):
                            "graph": {"kind": "watts-strogatz", "k": 4, "p": 0.1}})
     assert s.dynamics.coordination == ("gossip", "coordinator") and s.dynamics.gossip_steps == 5
     assert load_scenario(write(tmp_path, s.to_dict())) == s
-    assert Scenario(name="d", dynamics={"coordination": "gossip"}).dynamics.coordination == ("gossip",)
+    gossip = Scenario(name="d", dynamics={"coordination": "gossip", "graph": {"kind": "barabasi-albert", "m": 2}})
+    assert gossip.dynamics.coordination == ("gossip",)
 
 
 def test_dynamics_edge_list_path_is_found_next_to_the_scenario(tmp_path):
@@ -295,8 +296,10 @@ def test_dynamics_edge_list_path_is_found_next_to_the_scenario(tmp_path):
         ({"graph": {"kind": "erdos-renyi", "mean_degree": 5}}, "[dynamics.graph] kind: 'erdos-renyi' is drawn but "
                                                                "nothing reads it"),
         ({"gossip_steps": 5}, "[dynamics] gossip_steps: is only read when coordination = 'gossip'"),
-        ({"coordination": "gossip", "gossip_steps": 0}, "[dynamics] gossip_steps: 0 is not allowed; allowed: an int "
-                                                        ">= 1"),
+        ({"coordination": "gossip"}, "[dynamics.graph] kind: 'complete' leaves coordination 'gossip' nothing to "
+                                     "gossip over"),
+        ({"coordination": "gossip", "gossip_steps": 0, "graph": {"kind": "barabasi-albert", "m": 2}},
+         "[dynamics] gossip_steps: 0 is not allowed; allowed: an int >= 1"),
         ({"staleness": -1}, "[dynamics] staleness: -1 is not allowed; allowed: an int >= 0"),
         ({"roundz": 3}, "[dynamics] roundz: unknown key; allowed: rounds, reports"),
     ],
