@@ -84,8 +84,13 @@ alpha)'s budgets), so ``runs.csv`` is byte-identical to a run without
   participants within ``hops`` [1] of a participating organiser (over the
   participants' graph), and publishes the threshold of *their* pool; the others
   get no signal and do not act; "gossip": no coordinator, each participant
-  estimates the threshold by ``gossip_steps`` [30] steps of push-sum over a
-  ``gossip_bins`` [256]-bin histogram (:mod:`agents.gossip`);
+  estimates the threshold in ``gossip_steps`` [30] steps over the participants'
+  graph: min/max consensus on the key range (no estimate before it is known),
+  then push-sum of a ``gossip_bins`` [256]-bin histogram of the candidates' keys
+  (:func:`agents.gossip.gossip_thresholds`); a key is the score with the tie
+  ticket folded in below the scores' resolution, so keys order candidates as
+  (score, ticket) does; members aim at the budget's share of the pool they
+  estimate (a count budget: M / pool). Gossip needs a graph (not "complete");
 * ``compliance`` [1], ``dropout`` [0] (probabilities), ``score_noise`` [0] (the sd
   added to each candidate's own score, fresh each round), ``staleness`` [0]
   (rounds).
@@ -115,7 +120,8 @@ plus a ``base`` row per round where nobody relabels). Columns:
   who did (compliance); ``flips_minus_m``;
 * ``threshold``: the coordinator's published threshold (score; NaN for gossip,
   inf when nobody is to flip); ``threshold_error``: mean |own threshold - exact
-  threshold| over candidates holding a signal, in score units, and
+  threshold| over candidates holding a signal, in score units (gossip: key units,
+  within half the smallest score gap of score units), and
   ``threshold_error_rank``: the same in ranks (how many more or fewer candidates
   the own threshold lets flip than M), the exact threshold being the M-th best
   of this round's pool (:func:`agents.decision.coalition_threshold`);

@@ -402,3 +402,23 @@ def test_gossip_on_a_clustered_graph_needs_many_steps():
         pool = c["candidates"].to_numpy()
     assert (errors[20] > 5 * errors[150]).all()
     assert (errors[150] < 0.01 * pool).all()
+
+
+def test_edge_list_and_sbm_graphs_are_built_among_the_minority(tmp_path):
+    s = scenario(rounds=1, coordination="reach", organisers=1, hops=1)
+    world = model(s).world
+    ids = np.sort(world.user_ids[world.minority])  # a chain through the minority's dataset row ids
+    (tmp_path / "chain.txt").write_text("".join(f"{u} {v}\n" for u, v in zip(ids[:-1], ids[1:])))
+    raw = {**TOY, "dynamics": {"rounds": 1, "coordination": "reach", "organisers": 1, "hops": 1,
+                               "graph": {"kind": "edge-list", "path": "chain.txt"}}}
+    (tmp_path / "s.toml").write_text(tomli_w.dumps(raw))
+    from simulations.scenario import load_scenario
+
+    chained = model(load_scenario(tmp_path / "s.toml"))
+    assert chained.graph.nnz == 2 * (ids.size - 1)
+    chained.run()
+    assert (cells(chained.table())["members_reached"] <= 3).all()  # an organiser and its chain neighbours
+    blocks = model(scenario(rounds=1, coordination="gossip",
+                            graph={"kind": "sbm", "blocks": 2, "p_in": 0.2, "p_out": 0.01}))
+    graph = blocks.graph
+    assert (graph != graph.T).nnz == 0 and graph.nnz > 0
