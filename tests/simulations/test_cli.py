@@ -430,7 +430,7 @@ def test_a_bad_runs_csv_is_one_line(tmp_path, capsys, content, message):
         (["--seed", "abc"], "--seed: invalid int value: 'abc'; allowed: see 'collective-fairness-deploy --help'"),
         (["--rounds", "0"], "s.toml with --rounds 0: [flower] rounds: 0 is not allowed; allowed: an int >= 1"),
         (["--frob"], "unrecognized arguments: --frob; allowed: see"),
-        (["--workdir", "in/s.toml"], "--workdir 'in/s.toml': cannot write the node files (Not a directory); allowed:"),
+        (["--workdir", "in/s.toml", "--evaluate"], "--workdir 'in/s.toml': cannot write the node files (Not a directory); allowed:"),
     ],
 )
 def test_deploy_bad_flags_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, extra, message):
