@@ -32,6 +32,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from .errors import DataError
+from .validation import is_number_text
 
 __all__ = ["ENCODING_FORMAT", "Encoding"]
 
@@ -215,7 +216,7 @@ def _as_numbers(values: np.ndarray, column: str, *, finite: bool = True) -> np.n
         try:
             out = text.astype(np.float64)
         except ValueError:
-            row = next(i for i, v in enumerate(text.tolist()) if not _is_number(v))
+            row = next(i for i, v in enumerate(text.tolist()) if not is_number_text(v))
             raise DataError(f"column {column!r} has a value that is not a number (record {row + 1}: "
                             f"{text.tolist()[row]!r}); allowed: numbers") from None
     if finite and not np.isfinite(out).all():
@@ -223,11 +224,3 @@ def _as_numbers(values: np.ndarray, column: str, *, finite: bool = True) -> np.n
         raise DataError(f"column {column!r} has a non-finite value (record {row + 1}: {values.tolist()[row]!r}); "
                         "allowed: finite numbers")
     return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["as_binary", "is_binary", "stream_int"]
+__all__ = ["as_binary", "is_binary", "is_number_text", "stream_int"]
 
 
 def is_binary(values) -> bool:
@@ -25,6 +25,16 @@ def is_binary(values) -> bool:
     if kind == "f":
         return bool(np.all((arr == 0) | (arr == 1)))  # NaN fails both
     return False
+
+
+def is_number_text(text: str) -> bool:
+    """Whether a text cell of a data file reads as a number (as ``float`` reads it: "1e3",
+    " 7 ", "nan" and "inf" do; "12 years" does not)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def as_binary(values, name: str) -> np.ndarray:

@@ -42,7 +42,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from agents.errors import ConfigError, DataError
-from agents.validation import as_binary, stream_int
+from agents.validation import as_binary, is_number_text, stream_int
 
 from .acs import ACS_NAME, ACS_OPTIONS, ACS_SENSITIVE, load_acs_income
 
@@ -634,14 +634,6 @@ def _csv_option(name: str, value: Any, kind: str) -> None:
         raise ConfigError(f"option {name}={value!r} is not allowed; allowed: {allowed}")
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favourable: Any = None,
               protected: Any = None, categorical: Iterable[str] | None = None,
               features: Iterable[str] | None = None, name: str | None = None,
@@ -742,7 +734,7 @@ def _load_csv(sensitive: str | None, path: Any = None, label: Any = None, favour
         if c in cat:
             if categorical is None:  # guessed from the text: a number column with a stray word is a typo
                 texts = values.astype(str)
-                numeric = texts.map(_is_number)
+                numeric = texts.map(is_number_text)
                 if numeric.any() and not numeric.all():
                     row = int(np.flatnonzero(~numeric.to_numpy())[0])
                     raise DataError(
