@@ -17,7 +17,8 @@ and prints the same table as the other backends; ``--print-commands`` only
 prints the shell commands. The node files (users' records, the coordinator's
 token) are written 0600 and removed after the run, also when it fails, unless
 ``--keep-node-files``; with ``--print-commands`` they stay (the user starts the
-nodes) and the last printed line removes them.
+nodes) and the last printed line removes them, and so do the certificates and
+keys it makes for the printed commands (``<workdir>/tls``, ``<workdir>/keys``).
 
 Who plays the ServerApp's collection role (run config ``mode``): by default
 the **firm** (``mode = "deploy"``): every node reports one label per user,
@@ -357,7 +358,8 @@ def _parser() -> argparse.ArgumentParser:
                         "centrally, as the simulation backend does)")
     p.add_argument("--out", type=Path, help="write the result rows to this CSV file")
     p.add_argument("--print-commands", action="store_true",
-                   help="write the node files, print the commands, exit (the node files stay)")
+                   help="write the node files (and, unless --insecure, the certificates and keys), print the "
+                        "commands, exit (the files stay)")
     p.add_argument("--keep-node-files", action="store_true",
                    help="keep the node files (users' records, mode 0600) after the run (default: remove them, "
                         "unless [flower] keep-node-files)")
