@@ -9,8 +9,16 @@ comply with a probability, drop out, see noisy scores or a stale signal.
 Every function takes one entry per user (positions ``0..n-1``), so one user on a
 device, a shard or a million users run the same code. Graphs are symmetric
 ``scipy.sparse`` CSR adjacency matrices (bool or 0/1, no self loops); ``None``
-means everyone sees everyone. Nothing here draws randomness except through an
-explicit ``numpy.random.Generator`` argument, so a run is fixed by its seed.
+means everyone sees everyone.
+
+Randomness comes only from *tickets* (:func:`agents.decision.user_tickets`):
+uniforms in [0, 1) that are a pure function of (key, user id), passed in by the
+caller, one per user. A user's draw therefore never depends on which other
+users are drawn with it, so a Flower node holding K users, a shard or the
+vectorised engine over every user get the same draws for the same seed. A draw
+made afresh each round uses the round's key, :func:`round_key` (the stream's
+key mixed with the round number); a normal draw is the inverse normal CDF of a
+ticket (:func:`normal_draws`).
 """
 
 from __future__ import annotations
@@ -21,8 +29,9 @@ from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
+from .decision import user_tickets
 from .errors import ConfigError
 
 __all__ = [
@@ -34,14 +43,53 @@ __all__ = [
     "dropout",
     "granovetter_equilibrium",
     "granovetter_fixed_point",
+    "mix_key",
     "neighbour_lists",
     "neighbour_share",
     "noisy_scores",
+    "normal_draws",
     "organisers",
+    "round_key",
     "threshold_rule",
 ]
 
 ORGANISER_CHOICES = ("random", "most-connected")
+
+_MASK64 = 2**64 - 1
+
+
+def mix_key(key: int, *values: int) -> int:
+    """A 64-bit ticket key derived from ``key`` and non-negative integers ``values``.
+
+    Each value is folded in by SplitMix64's step: ``z = (z + (value + 1) * golden)
+    mod 2^64``, then the finaliser (the same constants as
+    :func:`agents.decision.user_tickets`). Pure and documented, so any backend
+    (or a reader with pencil and paper) derives the same key: a round's key is
+    ``mix_key(stream_key, round)`` (:func:`round_key`), a method's within a round
+    ``mix_key(stream_key, round, method_index)``.
+    """
+    z = int(key) & _MASK64
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+            raise ValueError(f"key values must be non-negative integers, got {value!r}")
+        z = (z + (int(value) + 1) * 0x9E3779B97F4A7C15) & _MASK64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        z = z ^ (z >> 31)
+    return z
+
+
+def round_key(key: int, round_: int) -> int:
+    """The key of a per-round draw: the stream's ``key`` mixed with the round number."""
+    return mix_key(key, round_)
+
+
+def normal_draws(user_ids, key: int, *, mean: float = 0.0, sd: float = 1.0) -> np.ndarray:
+    """Normal(mean, sd) draws, one per user, fixed by (key, user id): the inverse normal
+    CDF of each user's ticket, taken at the middle of the ticket's 2^-53 cell (so never
+    at 0, where it would be -inf)."""
+    tickets = user_tickets(user_ids, key)
+    return mean + sd * ndtri(tickets + 2.0**-54)
 
 
 def neighbour_lists(adjacency) -> tuple[np.ndarray, np.ndarray]:
@@ -203,14 +251,16 @@ def benefit_cost_rule(gain, cost, acting, *, free_ride: bool = False,
     return participating, naive & ~participating
 
 
-def organisers(n: int, count: int, *, how: str = "random", adjacency=None,
-               rng: np.random.Generator) -> np.ndarray:
+def organisers(n: int, count: int, *, how: str = "random", adjacency=None, tickets) -> np.ndarray:
     """The committed organisers (always act), as a mask over ``n`` users.
 
-    ``how="random"``: ``count`` users drawn without replacement.
-    ``how="most-connected"``: the ``count`` users with the most neighbours,
-    equal degrees ordered by a random draw (so the set is still fixed by the
-    seed); with ``adjacency=None`` all degrees are equal and this is random.
+    ``tickets`` holds one organiser ticket per user (:func:`agents.decision.user_tickets`).
+    ``how="random"``: the ``count`` users with the smallest tickets (a uniform choice
+    without replacement; two equal 53-bit tickets among n users have probability
+    ~n^2 * 2^-54, and would be ordered by position).
+    ``how="most-connected"``: the ``count`` users with the most neighbours, equal
+    degrees ordered by ticket (smallest first); with ``adjacency=None`` all degrees
+    are equal and this is random.
     """
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 0:
         raise ConfigError(f"number of users must be a non-negative integer, got {n!r}")
@@ -218,51 +268,56 @@ def organisers(n: int, count: int, *, how: str = "random", adjacency=None,
         raise ConfigError(f"organiser count must be an integer in [0, {n}], got {count!r}")
     if how not in ORGANISER_CHOICES:
         raise ConfigError(f"unknown organiser choice {how!r}; allowed: {', '.join(ORGANISER_CHOICES)}")
+    tickets = np.asarray(tickets, dtype=np.float64)
+    if tickets.shape != (n,):
+        raise ValueError(f"tickets must have one entry per user ({n}), got shape {tickets.shape}")
     mask = np.zeros(n, dtype=bool)
     if how == "random" or adjacency is None:
-        mask[rng.choice(n, size=count, replace=False)] = True
+        mask[np.argsort(tickets, kind="stable")[:count]] = True
         return mask
     deg = degrees(adjacency)
     if deg.size != n:
         raise ValueError(f"adjacency has {deg.size} users, expected {n}")
-    order = np.lexsort((rng.random(n), -deg))  # primary: degree (descending)
+    order = np.lexsort((tickets, -deg))  # primary: degree (descending), then ticket
     mask[order[:count]] = True
     return mask
 
 
-def _draw_mask(n_or_mask, probability: float, rng: np.random.Generator, name: str):
+def _draw(tickets, probability: float, name: str) -> np.ndarray:
     if not 0.0 <= probability <= 1.0 or math.isnan(probability):
         raise ConfigError(f"{name} probability must be in [0, 1], got {probability}")
-    if isinstance(n_or_mask, Integral) and not isinstance(n_or_mask, bool):
-        mask = np.ones(int(n_or_mask), dtype=bool)
-    else:
-        mask = np.asarray(n_or_mask, dtype=bool)
-    # One draw per position (not per masked user): a user's draw does not depend
-    # on who else is in the mask, so nested masks stay nested.
-    return mask, rng.random(mask.shape) < probability
+    # Tickets lie in [0, 1): probability 1 always holds, probability 0 never.
+    return np.asarray(tickets, dtype=np.float64) < probability
 
 
-def comply(n_or_mask, probability: float, rng: np.random.Generator) -> np.ndarray:
-    """Who follows the collective's instruction this round: each user (of ``n``,
-    or of a mask) independently with ``probability`` — imperfect members."""
-    mask, draw = _draw_mask(n_or_mask, probability, rng, "compliance")
-    return mask & draw
+def comply(tickets, probability: float, *, among=None) -> np.ndarray:
+    """Who follows the collective's instruction this round: each user independently
+    with ``probability`` (its compliance ticket < probability) -- imperfect members.
+    ``among``: a mask of the users asked (the others never comply)."""
+    draw = _draw(tickets, probability, "compliance")
+    return draw if among is None else np.asarray(among, dtype=bool) & draw
 
 
-def dropout(acting, probability: float, rng: np.random.Generator) -> np.ndarray:
+def dropout(acting, probability: float, tickets) -> np.ndarray:
     """Who is still acting after each acting user drops out independently with
-    ``probability`` (returns the users who stay)."""
-    mask, draw = _draw_mask(acting, probability, rng, "dropout")
-    return mask & ~draw
+    ``probability`` (its dropout ticket < probability); returns the users who stay."""
+    acting = np.asarray(acting, dtype=bool)
+    draw = _draw(tickets, probability, "dropout")
+    if draw.shape != acting.shape:
+        raise ValueError(f"tickets must match acting's shape {acting.shape}, got {draw.shape}")
+    return acting & ~draw
 
 
-def noisy_scores(scores, sd: float, rng: np.random.Generator) -> np.ndarray:
-    """Scores as a member sees them: plus Normal(0, sd) noise, one draw per user
-    (coordination noise, Karan et al. "Sync or Sink"). NaN (non-candidates) stays NaN."""
+def noisy_scores(scores, sd: float, tickets) -> np.ndarray:
+    """Scores as a member sees them: plus Normal(0, sd) noise, the inverse normal CDF
+    of each user's noise ticket (coordination noise, Karan et al. "Sync or Sink").
+    ``tickets`` broadcasts against ``scores``. NaN (non-candidates) stays NaN."""
     if not sd >= 0:
         raise ConfigError(f"score noise sd must be >= 0, got {sd}")
     scores = np.asarray(scores, dtype=np.float64)
-    return scores + rng.normal(0.0, sd, size=scores.shape) if sd > 0 else scores.copy()
+    if not sd > 0:
+        return scores.copy()
+    return scores + sd * ndtri(np.asarray(tickets, dtype=np.float64) + 2.0**-54)
 
 
 class SignalHistory:

@@ -100,10 +100,19 @@ without organisers (it would reach nobody).
 
 Randomness: the graph, the members' thresholds and costs, the organisers,
 dropout, compliance and score noise each have their own named stream
-(:data:`simulations.state.STREAMS`); per-round draws come from a child of the
-stream per round, over every minority user (or candidate) at once, so every
-trajectory of a seed sees the same draws (common random numbers) and one
-trajectory's draws never depend on another's.
+(:data:`simulations.state.STREAMS`). The graph is drawn once, centrally, from its
+stream. Every per-user draw is a *ticket* (:func:`agents.decision.user_tickets`),
+a pure function of (key, user id), so a user's draw does not depend on who else
+is drawn with it and a Flower node holding K users draws exactly what this model
+draws for them (:func:`draw_keys` gives the keys): thresholds and costs are the
+inverse normal CDF of a ticket under the ``participation`` stream's keys
+(:func:`agents.participation.normal_draws`); organisers are the members with the
+smallest ``organisers`` tickets (or the most connected, ties by ticket); dropout,
+compliance and noise use the round's key ``round_key(stream key, t)``
+(:func:`agents.participation.round_key`; noise per method too:
+``mix_key(stream key, t, method index)``). Every trajectory of a seed sees the
+same draws (common random numbers), and one trajectory's draws never depend on
+another's.
 
 Per-round table (``rounds.csv``; one row per seed x coordination x cell x round,
 plus a ``base`` row per round where nobody relabels). Columns:
@@ -152,7 +161,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents import participation as rules
-from agents.decision import Threshold, coalition_threshold, decide, relabel
+from agents.decision import Threshold, coalition_threshold, decide, relabel, stream_key, user_tickets
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
 from server.firm import Firm, make_estimator
@@ -163,7 +172,8 @@ from .executors import Executor, make_executor
 from .rows import BASE, cell_columns, config_columns, method_columns
 from .state import RunState, World, initial_state, seed_streams
 
-__all__ = ["DYNAMICS_COLUMNS", "CollectiveDynamics", "count_fits", "run_scenario", "run_seed"]
+__all__ = ["DYNAMICS_COLUMNS", "CollectiveDynamics", "DrawKeys", "count_fits", "draw_keys", "run_scenario",
+           "run_seed"]
 
 # The per-round columns between the cell's and the firm's metrics, in order.
 DYNAMICS_COLUMNS = (
@@ -174,8 +184,44 @@ DYNAMICS_COLUMNS = (
 
 
 def _child_rng(stream: np.random.SeedSequence, *key: int) -> np.random.Generator:
-    """A generator for one use of a stream (a round, an alpha): the stream's child ``key``."""
+    """A generator for one use of a stream (the graph's block labels): the stream's child ``key``."""
     return np.random.default_rng(np.random.SeedSequence(stream.entropy, spawn_key=stream.spawn_key + key))
+
+
+@dataclass(frozen=True)
+class DrawKeys:
+    """The 64-bit ticket keys of a seed's per-user draws (see the module docstring).
+
+    Per-round keys are ``round_key(key, t)``; a user's draw is then
+    ``user_tickets([user id], that key)``: what a Flower node needs to draw exactly
+    what :class:`CollectiveDynamics` draws for its users.
+    """
+
+    threshold: int
+    cost: int
+    organisers: int
+    dropout: int
+    compliance: int
+    noise: int
+
+    def round(self, name: str, t: int) -> int:
+        return rules.round_key(getattr(self, name), t)
+
+    def noise_key(self, t: int, method_index: int) -> int:
+        return rules.mix_key(self.noise, t, method_index)
+
+
+def draw_keys(seed: int) -> DrawKeys:
+    """The ticket keys of a seed, from its named streams (:func:`simulations.state.seed_streams`)."""
+    streams = seed_streams(seed)
+    participation = streams["participation"]
+
+    def child(stream, i):
+        return np.random.SeedSequence(stream.entropy, spawn_key=stream.spawn_key + (i,))
+
+    return DrawKeys(threshold=stream_key(child(participation, 0)), cost=stream_key(child(participation, 1)),
+                    organisers=stream_key(streams["organisers"]), dropout=stream_key(streams["dropout"]),
+                    compliance=stream_key(streams["compliance"]), noise=stream_key(streams["noise"]))
 
 
 def _labels_key(labels: np.ndarray) -> str:
@@ -303,6 +349,7 @@ class CollectiveDynamics:
         self.warm = scenario.engine.warm_start
         world, p = self.world, self.world.prepared
         self.streams = seed_streams(world.seed)
+        self.keys = draw_keys(world.seed)
         self.estimator = estimator if estimator is not None else make_estimator(
             scenario.firm.model, scenario.firm.params, random_state=world.firm_seed)
         self.round = 0
@@ -352,18 +399,19 @@ class CollectiveDynamics:
         self.graph = None
         if c.uses_graph:
             self.graph = self._graph(n_min)
-        draws = self.streams["participation"]
-        thresholds = c.threshold_mean + c.threshold_sd * _child_rng(draws, 0).standard_normal(n_min)
-        costs = c.cost_mean + c.cost_sd * _child_rng(draws, 1).standard_normal(n_min)
+        ids = world.user_ids[self.minority]
+        thresholds = rules.normal_draws(ids, self.keys.threshold, mean=c.threshold_mean, sd=c.threshold_sd)
+        costs = rules.normal_draws(ids, self.keys.cost, mean=c.cost_mean, sd=c.cost_sd)
+        organiser_tickets = user_tickets(ids, self.keys.organisers)
         tie_tickets = world.tie_tickets
         self.members = []
-        for j, alpha in enumerate(self.grid.alphas):
+        for alpha in self.grid.alphas:
             local = np.flatnonzero(world.members(alpha)[self.minority])
             positions = self.minority[local]
             graph = None if self.graph is None else self.graph[local][:, local].tocsr()
             count = self._organiser_count(local.size)
             organisers = rules.organisers(local.size, count, how=c.organisers_by, adjacency=graph,
-                                          rng=_child_rng(self.streams["organisers"], j))
+                                          tickets=organiser_tickets[local])
             self.members.append(_Members(
                 local=local, positions=positions, candidate=p.y_train[positions] == 0,
                 column=self._column[positions], ties=tie_tickets[positions], graph=graph, organisers=organisers,
@@ -417,9 +465,16 @@ class CollectiveDynamics:
         self.round += 1
         t, c, n_min = self.round, self.config, self.minority.size
         with self._clock("draws"):
-            stay = rules.dropout(np.ones(n_min, dtype=bool), c.dropout, _child_rng(self.streams["dropout"], t))
-            complies = rules.comply(n_min, c.compliance, _child_rng(self.streams["compliance"], t))
-            noisy = rules.noisy_scores(self.scores, c.score_noise, _child_rng(self.streams["noise"], t))
+            ids = self.world.user_ids[self.minority]
+            stay = rules.dropout(np.ones(n_min, dtype=bool), c.dropout,
+                                 user_tickets(ids, self.keys.round("dropout", t)))
+            complies = rules.comply(user_tickets(ids, self.keys.round("compliance", t)), c.compliance)
+            if c.score_noise > 0:
+                cand_ids = self.world.user_ids[self.candidates]
+                noise = np.stack([user_tickets(cand_ids, self.keys.noise_key(t, i)) for i in range(len(self.scores))])
+                noisy = rules.noisy_scores(self.scores, c.score_noise, noise)
+            else:
+                noisy = self.scores.copy()
             folded = self._folded(noisy) if "gossip" in c.coordination else None
         for trajectory in self.trajectories:
             self._collective(trajectory, stay, complies, noisy, folded)

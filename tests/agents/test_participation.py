@@ -15,11 +15,15 @@ from agents.participation import (
     dropout,
     granovetter_equilibrium,
     granovetter_fixed_point,
+    mix_key,
     neighbour_share,
     noisy_scores,
+    normal_draws,
     organisers,
+    round_key,
     threshold_rule,
 )
+from agents.decision import user_tickets
 
 
 def _graph(n, edges, dtype=bool):
@@ -145,38 +149,61 @@ def test_free_riding_by_hand():
 
 # ---------------------------------------------------------------- seeded choices
 
-def test_organisers_seeded_and_most_connected():
+def test_organisers_by_ticket_and_most_connected():
     a = _graph(6, STAR)
-    a1 = organisers(6, 2, how="most-connected", adjacency=a, rng=np.random.default_rng(1))
-    a2 = organisers(6, 2, how="most-connected", adjacency=a, rng=np.random.default_rng(1))
-    np.testing.assert_array_equal(a1, a2)
+    tickets = user_tickets(np.arange(6), 1)
+    a1 = organisers(6, 2, how="most-connected", adjacency=a, tickets=tickets)
     assert a1[0] and a1[3] and a1.sum() == 2  # degrees 3 and 2
-    r = [organisers(1000, 100, rng=np.random.default_rng(s)) for s in (5, 5, 6)]
+    # Equal degrees are ordered by ticket, smallest first: on the empty graph it is "random".
+    empty = sp.csr_matrix((6, 6), dtype=bool)
+    hand = np.array([0.5, 0.1, 0.9, 0.3, 0.2, 0.8])
+    np.testing.assert_array_equal(organisers(6, 3, how="most-connected", adjacency=empty, tickets=hand),
+                                  [0, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(organisers(6, 2, tickets=hand), [0, 1, 0, 0, 1, 0])
+    r = [organisers(1000, 100, tickets=user_tickets(np.arange(1000), key)) for key in (5, 5, 6)]
     assert r[0].sum() == 100 and np.array_equal(r[0], r[1]) and not np.array_equal(r[0], r[2])
     with pytest.raises(ConfigError, match="allowed: random, most-connected"):
-        organisers(6, 1, how="loudest", rng=np.random.default_rng(0))
+        organisers(6, 1, how="loudest", tickets=hand)
     with pytest.raises(ConfigError, match=r"in \[0, 6\]"):
-        organisers(6, 7, rng=np.random.default_rng(0))
+        organisers(6, 7, tickets=hand)
 
 
 def test_imperfect_members():
     n = 100_000
-    members = np.arange(n) % 2 == 0
-    c = comply(members, 0.7, np.random.default_rng(3))
+    ids = np.arange(n)
+    members = ids % 2 == 0
+    c = comply(user_tickets(ids, 3), 0.7, among=members)
     assert not (c & ~members).any() and abs(c.sum() / members.sum() - 0.7) < 0.01
-    # One draw per position: a smaller mask gives the same users' draws.
-    np.testing.assert_array_equal(comply(members & (np.arange(n) < 1000), 0.7, np.random.default_rng(3)),
-                                  c & (np.arange(n) < 1000))
-    stay = dropout(members, 0.2, np.random.default_rng(4))
+    np.testing.assert_array_equal(comply(np.array([0.0, 0.69, 0.7, 0.99]), 0.7), [1, 1, 0, 0])
+    stay = dropout(members, 0.2, user_tickets(ids, 4))
     assert not (stay & ~members).any() and abs(stay.sum() / members.sum() - 0.8) < 0.01
-    assert comply(10, 1.0, np.random.default_rng(0)).all()
+    assert comply(user_tickets(np.arange(10), 0), 1.0).all()
+    assert not comply(np.zeros(3), 0.0).any()
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
-        dropout(members, 1.5, np.random.default_rng(0))
+        dropout(members, 1.5, user_tickets(ids, 4))
     scores = np.array([0.1, np.nan, 0.5])
-    noisy = noisy_scores(scores, 0.1, np.random.default_rng(0))
-    assert np.isnan(noisy[1]) and not np.array_equal(noisy[[0, 2]], scores[[0, 2]])
-    np.testing.assert_array_equal(noisy, noisy_scores(scores, 0.1, np.random.default_rng(0)))
-    np.testing.assert_array_equal(noisy_scores(scores, 0.0, np.random.default_rng(0)), scores)
+    noisy = noisy_scores(scores, 0.1, np.array([0.5 - 2.0**-54, 0.3, 0.975]))
+    assert np.isnan(noisy[1])
+    np.testing.assert_allclose(noisy[[0, 2]], [0.1, 0.5 + 0.1 * 1.959963984540054])  # ndtri(0.5)=0, ndtri(0.975)
+    np.testing.assert_array_equal(noisy_scores(scores, 0.0, np.array([0.1, 0.2, 0.3])), scores)
+    z = normal_draws(ids, 9, mean=0.25, sd=0.1)
+    assert abs(z.mean() - 0.25) < 0.002 and abs(z.std() - 0.1) < 0.002 and np.isfinite(z).all()
+
+
+def test_per_user_draws_do_not_depend_on_sharding():
+    """A node holding some users draws exactly what a draw over everyone gives them."""
+    ids = np.random.default_rng(0).permutation(5000)[:1200]
+    key = round_key(0x1234_5678_9ABC_DEF0, 3)
+    shard = ids[[7, 100, 3, 999]]
+    pos = [7, 100, 3, 999]
+    np.testing.assert_array_equal(user_tickets(shard, key), user_tickets(ids, key)[pos])
+    np.testing.assert_array_equal(normal_draws(shard, key, mean=1, sd=2), normal_draws(ids, key, mean=1, sd=2)[pos])
+    np.testing.assert_array_equal(dropout(np.ones(4, bool), 0.3, user_tickets(shard, key)),
+                                  dropout(np.ones(ids.size, bool), 0.3, user_tickets(ids, key))[pos])
+    # Rounds and methods get distinct keys; the mixing is a pure function.
+    assert len({round_key(7, t) for t in range(1000)}) == 1000
+    assert mix_key(7, 2, 1) == mix_key(7, 2, 1) != mix_key(7, 1, 2)
+    assert round_key(7, 2) == mix_key(7, 2) and 0 <= mix_key(2**64 - 1, 5) < 2**64
 
 
 def test_signal_history_lags():
