@@ -127,6 +127,7 @@ def _run(args) -> int:
 
 def _report(args) -> int:
     from .analysis import comparison_sections, plot_all, write_html, write_summary
+    from .analysis.rounds import SUMMARY_FILE, report_rounds
     from .results import ResultsFolder
 
     folder = ResultsFolder.open(args.results)
@@ -134,9 +135,14 @@ def _report(args) -> int:
     try:
         print(write_summary(runs, folder.path))
         figures = plot_all(runs, folder.path)
+        trajectories, sections = report_rounds(folder)  # a [dynamics] run's rounds.csv: per-round summary
+        if folder.rounds_csv.exists():
+            print(f"per-round summary: {folder.path / SUMMARY_FILE}")
+        figures += trajectories
         for path in figures:
             print(f"figure: {path}")
-        print(f"report: {write_html(folder, runs, figures, sections=comparison_sections(runs))}")
+        sections = [*sections, *comparison_sections(runs)]
+        print(f"report: {write_html(folder, runs, figures, sections=sections)}")
     except OSError as exc:
         raise folder.unwritable(exc) from None
     return 0

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from . import engine
 from .analysis import comparison_sections, plot_all, write_html, write_summary
+from .analysis.rounds import SUMMARY_FILE, read_rounds, report_rounds, write_rounds_summary
 from .backends import get_backend
 from .datasets import SYNTHETIC
 from .executors import make_executor
@@ -72,10 +73,15 @@ def run_into(
                 folder.finish_rounds(pd.concat([folder.load_rounds(s) for s in scenario.seeds], ignore_index=True))
             else:  # a --fresh run of a one-shot scenario over a dynamics folder
                 folder.rounds_csv.unlink(missing_ok=True)
+                (folder.path / SUMMARY_FILE).unlink(missing_ok=True)
             folder.finish(scenario, runs, extra={"seconds_per_seed": timings, "resumed_seeds": sorted(done)})
             text = write_summary(runs, folder.path)
             if plots:
-                write_html(folder, runs, plot_all(runs, folder.path), sections=comparison_sections(runs))
+                figures, sections = report_rounds(folder)  # with rounds.csv: rounds_summary.csv, trajectories
+                write_html(folder, runs, plot_all(runs, folder.path) + figures,
+                           sections=[*sections, *comparison_sections(runs)])
+            elif folder.rounds_csv.exists():
+                write_rounds_summary(read_rounds(folder.rounds_csv), folder.path)
         except OSError as exc:
             raise folder.unwritable(exc) from None
     return runs, text

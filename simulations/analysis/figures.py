@@ -62,6 +62,18 @@ def caption(path: Path, n_seeds: int) -> str:
         return ("Error increase (pts) vs EqOd change at the chosen budget, both paired with the same seed's base "
                 "model (★ at 0, 0): seed means, one panel per selection and method, a line through α from the "
                 f"smallest to the largest (labelled); {bars}.")
+    if name.startswith("trajectories_budget"):
+        bands = (f"bands: 95% Student-t interval of the seed mean ({n_seeds} seeds)" if n_seeds > 1
+                 else "1 seed: no intervals")
+        return (f"Trajectories over rounds at budget {name.removeprefix('trajectories_budget')} (of the pool, or a "
+                "count): per α (columns), the participants' share of the minority, flips − M, the threshold error "
+                "in ranks, EqOd, EqOd minus the same seed's base model's in that round (paired per seed) and error "
+                "(rows); one line per method (colour) and coordination mode (line style), "
+                f"the base model dashed black; lines: the mean over seeds, {bands}.")
+    if name.startswith("phase_"):
+        return ("Phase diagram over the two swept parameters: the last round's participation (share of the "
+                "minority) and EqOd, each cell the mean over seeds with its 95% Student-t interval's half-width "
+                f"(±); {n_seeds} seed{'s' if n_seeds != 1 else ''}.")
     if name.startswith("pareto_"):
         return (f"Error increase (pts) vs {name.removeprefix('pareto_')} for the collective and firm-side methods; "
                 f"lines: each method's front of seed means; {bands}.")
