@@ -20,7 +20,10 @@ Push-sum converges at a speed set by the graph's spectral gap (Boyd et al.
 2006): fast on random graphs, slow on clustered rings. Everything is vectorised
 over members (one array entry per member), deterministic (no randomness at
 all) and memory-conscious: the histogram is pushed in blocks of bins, so 3·10^5
-members x 256 bins never need more than a few (members x block) arrays.
+members x 256 bins never need more than a few (members x block) arrays. The
+cost is one sparse product per step and bin, about 4 ns per edge and bin: on an
+Erdos-Renyi graph of 3·10^5 members (mean degree 10), 50 steps took 81 s with
+128 bins and 132 s with 256, 0.4 GB above the graph (benchmarks/graphs_gossip.py).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ Kinds and their parameters (:data:`KINDS`):
   probability ``mean_degree / (n - 1)``. Up to :data:`VECTORISED_FROM` users
   networkx's ``fast_gnp_random_graph`` draws it; from there on a vectorised
   sampler of the same distribution does (``sampler="networkx"|"numpy"`` forces
-  one): networkx took 17 s and 0.8 GB at n = 3·10^5 and 82 s and 2.6 GB at 10^6
-  (mean degree 10), the sampler about a second. The two samplers give different
-  graphs for the same seed, with the same distribution.
+  one). At mean degree 10 networkx took 9.7 s and 0.54 GB peak RSS at n = 3·10^5
+  and 32 s and 1.7 GB at 10^6, the sampler 0.8 s / 0.20 GB and 3.0 s / 0.51 GB
+  (``benchmarks/graphs_gossip.py``, 2 cores, imports included). The two samplers
+  give different graphs for the same seed, with the same distribution.
 * ``barabasi-albert`` (``m``): preferential attachment, ``m`` edges per new user.
 * ``watts-strogatz`` (``k``, ``p``): a ring where each user links to its ``k``
   nearest neighbours, each edge rewired with probability ``p`` (small ``p``:
