@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from agents.errors import ConfigError
 from agents.protocol import CellGrid
 from server.firm import make_estimator
 from server.training import firm_design, train_cells
@@ -108,6 +109,7 @@ def run_seed(
     """All cells of one seed: one row per (method, alpha, budget) plus the base row;
     with ``[collective] validation`` the pilot's ``val_*`` columns; when the scenario
     compares, firm-side baselines and defences."""
+    _one_shot_only(scenario)
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
     executor = executor or make_executor(scenario.engine.executor, scenario.engine.n_jobs)
     state = initial_state(scenario, dataset, seed)
@@ -126,6 +128,15 @@ def run_seed(
         rows = comparison_rows(scenario, state, rows, common=common, estimator=estimator, executor=executor,
                                on_fit=on_fit)
     return pd.DataFrame(rows)
+
+
+def _one_shot_only(scenario) -> None:
+    """This module runs the paper's one-shot experiment; a ``[dynamics]`` scenario run here
+    would silently lose its rounds, so it is refused (one line)."""
+    if getattr(scenario, "dynamics", None) is not None:
+        raise ConfigError(f"scenario {scenario.name!r} has [dynamics], which simulations.engine does not run (it runs "
+                          "the one-shot experiment); allowed: simulations.dynamics.run_seed / run_scenario (what "
+                          "'collective-fairness run' uses), or drop [dynamics]")
 
 
 def count_fits(scenario) -> int:
@@ -155,6 +166,7 @@ def run_scenario(scenario, *, n_jobs: int | None = None, progress: bool = False)
     """Run every seed of a scenario in memory and return the tidy results table."""
     from tqdm.auto import tqdm
 
+    _one_shot_only(scenario)
     executor = make_executor(scenario.engine.executor, scenario.engine.n_jobs if n_jobs is None else n_jobs)
     frames = []
     with tqdm(total=count_fits(scenario) * len(scenario.seeds), disable=not progress, unit="fit") as bar:

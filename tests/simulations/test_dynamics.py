@@ -448,3 +448,14 @@ def test_per_user_draws_are_each_users_own_tickets():
     assert len(rows) and keys.round("dropout", 1) != keys.round("dropout", 2)
     tr = m.trajectories[-1]  # the largest alpha's last cell; organisers always act
     np.testing.assert_array_equal(tr.active[some], (tr.joined[some] & stay) | members.organisers[some])
+
+
+def test_the_one_shot_engine_refuses_a_dynamics_scenario_in_one_line():
+    """simulations.engine would run one round and drop [dynamics] silently: it refuses instead."""
+    from agents.errors import ConfigError
+
+    s = scenario(rounds=2)
+    for run in (lambda: engine.run_seed(s, 0), lambda: engine.BACKEND.run_seed(s, 0), lambda: engine.run_scenario(s)):
+        with pytest.raises(ConfigError, match=r"has \[dynamics\].*allowed: simulations.dynamics.run_seed") as info:
+            run()
+        assert "\n" not in str(info.value)
