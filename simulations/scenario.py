@@ -674,7 +674,7 @@ class DynamicsConfig(_Section):
     def check_against(self, where: str, scenario: "Scenario"):
         if scenario.engine.backend != "vectorised":
             _fail("[engine] backend", f"{scenario.engine.backend!r} cannot run [dynamics]; allowed: 'vectorised' (or "
-                                      "drop [dynamics])")
+                                      "drop [dynamics]; the Flower design: docs/federated.md, 'Dynamics on Flower')")
         if scenario.compares:
             _fail(where, "cannot run with [baselines] or [defence] (they compare one-shot fits); allowed: drop "
                          "[baselines] and [defence], or drop [dynamics]")
