@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="summarise a results folder and redraw its figures")
     rep.add_argument("results", type=Path, help="results folder (or its runs.csv)")
 
+    swp = sub.add_parser("sweep", help="run a [dynamics] scenario over two parameters: phase diagrams")
+    swp.add_argument("config", type=Path, help="scenario TOML file with a [sweep] table (see configs/sweeps/)")
+    swp.add_argument("--out", help="folder of the sweep (default: results/<scenario name>)")
+    swp.add_argument("--seeds", help="comma-separated seeds, overriding the scenario's")
+    swp.add_argument("--jobs", type=int_argument, help="worker processes for the firm's fits")
+    swp.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
+    swp.add_argument("--quiet", action="store_true", help="no progress bars")
+
     val = sub.add_parser("validate", help="check scenario files and their data without running them")
     val.add_argument("configs", nargs="+", type=Path)
 
@@ -148,6 +156,21 @@ def _report(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .scenario import check_n_jobs
+    from .sweeps import load_sweep, run_sweep
+
+    sweep = load_sweep(args.config)
+    seeds = _seeds(args.seeds) if args.seeds is not None else None
+    if args.jobs is not None:
+        check_n_jobs("--jobs", args.jobs)
+    out = _out_folder(args.out, True) if args.out is not None else _out_folder(DEFAULT_OUT / sweep.name, False)
+    table = run_sweep(sweep, out, seeds=seeds, fresh=args.fresh, n_jobs=args.jobs, progress=not args.quiet)
+    print(f"{len(sweep.points())} combinations, {table['seed'].nunique()} seeds: {out}/report.html "
+          "(phase.csv, sweep_rounds.csv, phase_*.png)")
+    return 0
+
+
 def _paper(args) -> int:
     from .paper import run_paper
 
@@ -225,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"collective-fairness: error: {exc}", file=sys.stderr)
         return 2
-    handler = {"run": _run, "report": _report, "validate": _validate, "paper": _paper}[args.command]
+    handler = {"run": _run, "report": _report, "validate": _validate, "paper": _paper,
+               "sweep": _sweep}[args.command]
     previous = _install(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args)

@@ -190,11 +190,15 @@ def plot_trajectories(rounds: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return written
 
 
+def _value(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 def _cell_label(row) -> str:
     if row["method"] == BASE:
         return "base model"
     budget = f"{row['budget']:g}·pool" if row["budget_kind"] == "fraction" else f"M={row['budget']:g}"
-    params = ", ".join(f"{c.rsplit('.', 1)[-1]}={row[c]:g}" for c in sweep_columns(pd.DataFrame([row])))
+    params = ", ".join(f"{c.rsplit('.', 1)[-1]}={_value(row[c])}" for c in sweep_columns(pd.DataFrame([row])))
     return ", ".join(x for x in (params, row["coordination"], row["method"], f"α={row['alpha']:g}", budget) if x)
 
 
