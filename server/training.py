@@ -67,15 +67,18 @@ def firm_design(estimator, X: np.ndarray):
     return X
 
 
-def _fit_chain(base: Firm, X, y_list: list[np.ndarray], test: TestSet, warm: bool) -> list[dict]:
-    """Fit the firm on each label vector in turn, warm-starting along the chain."""
+def _fit_chain(base: Firm, X, y_list: list[np.ndarray], test: TestSet, warm: bool,
+               keep: bool = False) -> list:
+    """Fit the firm on each label vector in turn, warm-starting along the chain; each
+    fit's metrics, or (metrics, fitted firm) with ``keep``."""
     # One BLAS thread per process: two busy OpenBLAS pools on two cores spin
     # against each other and run several times slower than one.
     with threadpool_limits(1):
         out, previous = [], base
         for y in y_list:
             firm = previous.refit(X, y) if warm else Firm(base.estimator).fit(X, y)
-            out.append(evaluate(firm, test))
+            metrics = evaluate(firm, test)
+            out.append((metrics, firm) if keep else metrics)
             previous = firm
         return out
 
@@ -91,7 +94,8 @@ def train_cells(
     executor=None,
     on_fit: Callable[[int], None] | None = None,
     as_labels: bool = False,
-) -> tuple[dict, list[dict]]:
+    return_models: bool = False,
+) -> tuple[dict, list[dict]] | tuple[dict, list[dict], tuple[Firm, list[Firm]]]:
     """The firm trained on the labels ``y`` and on each cell's reported labels.
 
     ``cells`` are ``(chain, flips)`` pairs: the reported labels are ``y`` with
@@ -104,7 +108,10 @@ def train_cells(
     Independent chains go to ``executor.map(fn, tasks)`` (any object whose
     ``map`` yields results in task order, e.g. :mod:`simulations.executors`;
     default: one after the other in this process). Returns the base metrics
-    and one dict per cell.
+    and one dict per cell; with ``return_models`` also the fitted firms, as a
+    third item ``(base firm, [firm per cell])`` (cells with the same labels
+    share one fitted firm; a cell that relabels nobody gets the base firm), so
+    a caller that goes on from these fits (many rounds) need not fit them again.
     """
     with threadpool_limits(1):
         base = Firm(estimator).fit(X, y)
@@ -128,16 +135,20 @@ def train_cells(
                                                  else reported))
     chain_list = [sorted(chain, key=lambda t: t[0]) for chain in chains.values()]
     as_vector = (lambda v: v) if as_labels else (lambda flips: relabel(y, flips))
-    tasks = [(base, X, [as_vector(v) for _, _, v in chain], test, warm) for chain in chain_list]
+    tasks = [(base, X, [as_vector(v) for _, _, v in chain], test, warm, return_models) for chain in chain_list]
     outputs = executor.map(_fit_chain, tasks) if executor is not None else (_fit_chain(*t) for t in tasks)
-    results = {zero: base_metrics}
+    results, firms = {zero: base_metrics}, {zero: base}
     for chain, metrics_list in zip(chain_list, outputs):
         for (_, key, _), metrics in zip(chain, metrics_list):
+            if return_models:
+                metrics, firms[key] = metrics
             results[key] = metrics
         if on_fit:
             on_fit(len(chain))
     if on_fit:  # cells whose label vector was already trained count as done too
         on_fit(len(cells) - sum(len(chain) for chain in chain_list))
+    if return_models:
+        return base_metrics, [results[key] for key in keys], (base, [firms[key] for key in keys])
     return base_metrics, [results[key] for key in keys]
 
 
