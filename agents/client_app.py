@@ -26,6 +26,14 @@ coordinator, user half on every other node), scorers from
                         coordinator's plan must hold exactly one cell, else the node refuses).
 * ``evaluate.cells``    users -> the experimenter's evaluator (simulation only): (x, a) with
                         row 0 the true labels and one reported label row per cell of the grid.
+
+Many rounds (node files with dynamics settings, :mod:`agents.rounds`): with its
+scores each node sends, sealed, which of its members joined and act this round
+per alpha (``participation``), decided locally from the share the coordinator
+published last round, its organiser cutoffs and its own dropout tickets;
+candidates send their noisy scores every round. The coordinator's pools hold this
+round's participants only, and its thresholds carry next round's seen shares.
+Candidates flip on their noisy scores if they comply (their own tickets).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import rule, sealing
+from . import rounds, rule, sealing
 from .decision import user_tickets
 from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
 from .node import CoordinatorData, NodeData, load_node_file
@@ -220,12 +228,13 @@ def _sealed_payload(node: NodeData, msg: Message, kind: str, **arrays):
     return sealing.sealed_record(sealing.seal_to(node.coordinator_key, plain, ctx))
 
 
-def _opened_payloads(node: CoordinatorData, msg: Message, kind: str, drops: dict) -> list[tuple[str, dict]]:
+def _opened_payloads(node: CoordinatorData, msg: Message, kind: str, drops: dict,
+                     prefix: str = "member-") -> list[tuple[str, dict]]:
     """Every member's payload, opened, in node-id order. A record that is not a sealed
     blob, or whose plaintext is not padded arrays, is ``malformed``; a blob that does
     not open (altered, or sealed for another message type, round or node) is ``sealed``."""
     out = []
-    for name, record in _payloads(msg.content):
+    for name, record in _payloads(msg.content, prefix):
         try:
             if not node.sealed:
                 out.append((name, arrays_of(record)))
@@ -297,9 +306,9 @@ DROP_REASONS = (
 )
 
 
-def _payloads(content: RecordDict) -> list[tuple[str, object]]:
+def _payloads(content: RecordDict, prefix: str = "member-") -> list[tuple[str, object]]:
     """The members' records ``member-<node>``, in node-id order (the order of "first claimant")."""
-    named = [(name[len("member-"):], rec) for name, rec in content.items() if name.startswith("member-")]
+    named = [(name[len(prefix):], rec) for name, rec in content.items() if name.startswith(prefix)]
     return sorted(named, key=lambda kv: (0, int(kv[0]), "") if kv[0].isdigit() else (1, 0, kv[0]))
 
 
@@ -309,7 +318,7 @@ def _ids_ok(ids) -> bool:
 
 
 def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, fields: tuple, n_methods: int = 0,
-            allowed: dict | None = None) -> dict[str, dict]:
+            allowed: dict | None = None, flags: tuple = (), n_alphas: int = 0) -> dict[str, dict]:
     """Every member entry the coordinator can verify, per node: tickets recomputed from
     (key, user id), finite scores, ids claimed once (first claimant), at most the node's
     registered users, and (scores) only ids the node signed up at join."""
@@ -322,7 +331,10 @@ def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, field
                 f not in arrays or arrays[f].shape != ids.shape or not np.issubdtype(arrays[f].dtype, np.floating)
                 for f in fields) or (n_methods and (
                 "scores" not in arrays or arrays["scores"].shape != (n_methods, ids.size)
-                or not np.issubdtype(arrays["scores"].dtype, np.number) or np.iscomplexobj(arrays["scores"]))):
+                or not np.issubdtype(arrays["scores"].dtype, np.number) or np.iscomplexobj(arrays["scores"]))) or any(
+                f not in arrays or arrays[f].shape != (n_alphas, ids.size) or not np.issubdtype(arrays[f].dtype,
+                                                                                                np.integer)
+                for f in flags):
             drops["malformed"] += 1
             continue
         if name not in bounds:
@@ -352,8 +364,8 @@ def _screen(node: CoordinatorData, payloads, bounds: dict, drops: dict, *, field
         drops["over-claim"] += int(over.size)
         keep[over] = False
         seen.update(int(i) for i in ids[keep])
-        out[name] = {k: (v[:, keep] if k == "scores" else v[keep]) for k, v in arrays.items()
-                     if k in ("user_ids", "scores", *fields)}
+        out[name] = {k: (v[:, keep] if k in ("scores", *flags) else v[keep]) for k, v in arrays.items()
+                     if k in ("user_ids", "scores", *fields, *flags)}
     return out
 
 
@@ -392,8 +404,16 @@ def coordinate(msg: Message, context: Context) -> Message:
         joined = _screen(node, payloads, bounds, drops, fields=("member_tickets",))
         tickets = np.concatenate([p["member_tickets"] for p in joined.values()]) if joined else np.empty(0)
         cutoffs, n_members = rule.membership_cutoffs(tickets, grid.alphas)
+        head = {}
+        if node.dynamics is not None:  # organisers: the members with the smallest organiser tickets, per alpha
+            ids = np.concatenate([p["user_ids"] for p in joined.values()]) if joined else np.empty(0, dtype=np.int64)
+            org = user_tickets(ids, node.dynamics.organisers_key)
+            head["organisers"] = rounds.organiser_cutoffs(tickets, org, cutoffs, node.dynamics.organisers)
+            head["n_organisers"] = np.array([np.count_nonzero((tickets < c) & (org <= o))
+                                             for c, o in zip(cutoffs, head["organisers"])], dtype=np.int64)
         # The coordinator's own memory between its two stages.
-        context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]))
+        context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]),
+                                                 **head)
         context.state["coordinator-joined"] = record_of(**{f"ids-{n}": p["user_ids"] for n, p in joined.items()},
                                                         **{f"bound-{n}": np.array([b]) for n, b in bounds.items()},
                                                         **_drop_arrays("join", drops))
@@ -404,7 +424,9 @@ def coordinate(msg: Message, context: Context) -> Message:
         # Sealed once for every member; bound to the plan (the relay cannot change the grid
         # users score for) but not to the round: the relay may pass them on in a later round.
         digest = np.frombuffer(knowledge_digest(knowledge).encode("ascii"), dtype=np.uint8)
-        return _reply(msg, cutoffs=_sealed_answer(node, STAGE_CUTOFFS, None, grid, cutoffs=cutoffs, digest=digest),
+        organisers = {"organisers": head["organisers"]} if head else {}
+        return _reply(msg, cutoffs=_sealed_answer(node, STAGE_CUTOFFS, None, grid, cutoffs=cutoffs, digest=digest,
+                                                  **organisers),
                       knowledge=_sealed_answer(node, "knowledge", None, grid, **knowledge),
                       plan=ConfigRecord(grid.to_config()))
     if stage in (STAGE_THRESHOLDS, STAGE_REPEAT):
@@ -420,7 +442,8 @@ def coordinate(msg: Message, context: Context) -> Message:
             screened = _screen(node, payloads, bounds, drops, fields=("member_tickets", "tie_tickets"),
                                n_methods=len(grid.methods), allowed=allowed).values()
             cat = lambda key, shape: np.concatenate([p[key] for p in screened], axis=-1) if screened else np.empty(shape)
-            cands = dict(member_tickets=cat("member_tickets", 0), tie_tickets=cat("tie_tickets", 0),
+            cands = dict(user_ids=cat("user_ids", 0).astype(np.int64), member_tickets=cat("member_tickets", 0),
+                         tie_tickets=cat("tie_tickets", 0),
                          scores=cat("scores", (len(grid.methods), 0)), **_drop_arrays("scores", drops))
             # Scores depend only on each member's x and the knowledge: while it is
             # unchanged, later rounds reuse them instead of asking everyone again.
@@ -429,6 +452,8 @@ def coordinate(msg: Message, context: Context) -> Message:
             cands = arrays_of(context.state["coordinator-candidates"])
         else:
             raise ValueError("query.coordinate repeat before any member sent scores")
+        if node.dynamics is not None and stage == STAGE_THRESHOLDS:
+            return _dynamics_answer(node, msg, grid, memory, signed, cands, allowed, bounds)
         signal = rule.publish(grid, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
                               cands["tie_tickets"], cands["scores"])
         dropped = {k: v for k, v in (*signed.items(), *cands.items()) if k.startswith("dropped:")}
@@ -437,6 +462,50 @@ def coordinate(msg: Message, context: Context) -> Message:
                       plan=ConfigRecord(grid.to_config()),
                       summary=record_of(**signal.summary_arrays(), **dropped))
     raise ValueError(f"unknown coordinator stage {stage!r}; allowed: {STAGE_CUTOFFS}, {STAGE_THRESHOLDS}, {STAGE_REPEAT}")
+
+
+PARTICIPATION = f"{SCORES}/participation"  # the sealing kind of a node's participation flags
+
+
+def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory: dict, signed: dict, cands: dict,
+                     allowed: dict, bounds: dict) -> Message:
+    """Many rounds: this round's pools hold the candidates who act at each alpha (from the
+    members' sealed participation flags, screened as their scores are); the answer adds the
+    share of participants every member sees next round (``seen``); the summary adds
+    participants, dropouts and organisers per alpha and intended flips per cell."""
+    drops = dict.fromkeys(DROP_REASONS, 0)
+    cutoffs, n_members = memory["cutoffs"], memory["n_members"]
+    k = cutoffs.size
+    payloads = _opened_payloads(node, msg, PARTICIPATION, drops, prefix="participation-")
+    flags = list(_screen(node, payloads, bounds, drops, fields=("member_tickets",), allowed=allowed,
+                         flags=("joined", "active"), n_alphas=k).values())
+    cat = lambda key, shape: np.concatenate([p[key] for p in flags], axis=-1) if flags else np.zeros(shape)  # noqa: E731
+    ids = cat("user_ids", 0).astype(np.int64)
+    member = cat("member_tickets", 0)[None, :] < cutoffs[:, None]
+    joined, active = cat("joined", (k, 0)).astype(bool) & member, cat("active", (k, 0)).astype(bool) & member
+    participants = active.sum(axis=1).astype(np.int64)
+    # Each candidate's flags, found by user id (a candidate without flags does not act).
+    order = np.argsort(ids, kind="stable")
+    cand_ids = cands.get("user_ids", np.empty(0, dtype=np.int64)).astype(np.int64)
+    at = np.searchsorted(ids[order], cand_ids)
+    found = at < ids.size
+    found[found] = ids[order][at[found]] == cand_ids[found]
+    acting = np.zeros((k, cand_ids.size), dtype=bool)
+    acting[:, found] = active[:, order[at[found]]]
+    signal = rule.publish(grid, cutoffs, n_members, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
+                          participating=acting)
+    intended = rule.decide_cells(grid, signal, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
+                                 held_back=~acting).sum(axis=1).astype(np.int64)
+    seen = rounds.seen_shares(participants, n_members)
+    dropped = {k: v for k, v in (*signed.items(), *cands.items(), *_drop_arrays("participation", drops).items())
+               if k.startswith("dropped:")}
+    return _reply(msg, thresholds=_sealed_answer(node, STAGE_THRESHOLDS, _round(msg), grid,
+                                                 **signal.decision_arrays(), seen=seen),
+                  plan=ConfigRecord(grid.to_config()),
+                  summary=record_of(**signal.summary_arrays(), **dropped, participants=participants,
+                                    dropouts=(joined & ~active).sum(axis=1).astype(np.int64),
+                                    organisers=memory.get("n_organisers", np.zeros(k, dtype=np.int64)),
+                                    intended=intended))
 
 
 def _candidates(node: NodeData, cutoffs: np.ndarray) -> np.ndarray:
@@ -456,9 +525,10 @@ def scores(msg: Message, context: Context) -> Message:
     try:
         head = _opened_answer(node, msg.content, "cutoffs", STAGE_CUTOFFS, None, grid)
         cutoffs, digest = np.asarray(head["cutoffs"], dtype=np.float64), head["digest"].tobytes().decode("ascii")
+        organisers = np.asarray(head.get("organisers", np.full(cutoffs.size, -1.0)), dtype=np.float64)
     except (KeyError, ValueError) as exc:  # not the coordinator's: nobody here is a candidate
         _log.warning("query.scores: the coordinator's cutoffs do not open (%s); no candidate on this node", exc)
-        cutoffs, digest = np.zeros(0), ""
+        cutoffs, digest, organisers = np.zeros(0), "", np.zeros(0)
     cand = _candidates(node, cutoffs)
     out = _remembered_scores(context, digest, cand)
     if out is None and not cand.size:  # nobody to score: the knowledge is not needed
@@ -483,13 +553,39 @@ def scores(msg: Message, context: Context) -> Message:
     # user's score depends only on its own x and the knowledge.
     context.state["candidates"] = record_of(index=cand, scores=out)
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
+    extra = {}
+    if node.dynamics is not None:
+        out, extra = _participation(node, msg, context, cutoffs, organisers, cand, out)
     # Every user node answers, candidates or not, with a payload of the same size.
     return _reply(
         msg,
         candidates=_sealed_payload(node, msg, SCORES, user_ids=node.user_ids[cand],
                                    member_tickets=node.member_tickets[cand], tie_tickets=node.tie_tickets[cand],
                                    scores=out),
+        **extra,
     )
+
+
+def _participation(node: NodeData, msg: Message, context: Context, cutoffs, organisers, cand, scores):
+    """Many rounds: this node's members decide whether they act this round (:func:`agents.rounds.participate`)
+    and its candidates see their noisy scores; kept for the decision, and sent sealed."""
+    settings, t = node.dynamics, _round(msg)
+    members = (node.a == 1)[None, :] & (node.member_tickets[None, :] < cutoffs[:, None])
+    organiser = members & (user_tickets(node.user_ids, settings.organisers_key)[None, :] <= organisers[:, None])
+    before = arrays_of(context.state["dynamics"]) if "dynamics" in context.state else {}
+    joined = before.get("joined", np.zeros(members.shape, dtype=np.int8)).astype(bool)
+    seen = before.get("seen", np.zeros(cutoffs.size))
+    if joined.shape != members.shape or seen.shape != cutoffs.shape:  # another plan: start afresh
+        joined, seen = np.zeros(members.shape, dtype=bool), np.zeros(cutoffs.size)
+    joined, active = rounds.participate(settings, t, node.user_ids, members, organiser, joined, seen)
+    noisy = rounds.noisy(settings, t, node.user_ids[cand], scores)
+    context.state["dynamics"] = record_of(joined=joined.astype(np.int8), active=active.astype(np.int8), seen=seen,
+                                          noisy=noisy, index=cand, round=np.array([t]))
+    idx = np.flatnonzero(members.any(axis=0))
+    payload = _sealed_payload(node, msg, PARTICIPATION, user_ids=node.user_ids[idx],
+                              member_tickets=node.member_tickets[idx], joined=joined[:, idx].astype(np.int8),
+                              active=active[:, idx].astype(np.int8))
+    return noisy, {"participation": payload}
 
 
 def _score(node: NodeData, cand: np.ndarray, methods, scorers) -> np.ndarray:
@@ -542,8 +638,27 @@ def cells(msg: Message, context: Context) -> Message:
         raise PermissionError("evaluate.cells: this node does not answer the experimenter's evaluator (its true "
                               "labels stay on the device); allowed: train.report, or node config evaluator=true "
                               "on a node whose owner takes part in an experiment")
-    labels = reported_labels(node, msg.content, _memory(context))
+    labels = reported_labels(node, msg.content, _memory(context), dynamics=_round_state(node, msg.content, context))
     return _reply(msg, report=record_of(user_ids=node.user_ids, X=node.X, a=node.a, labels=labels))
+
+
+def _round_state(node: NodeData, content: RecordDict, context: Context) -> dict | None:
+    """Many rounds: this round's participation and noisy scores (None: a one-shot node), after
+    keeping the seen shares the coordinator's thresholds carry for next round."""
+    if node.dynamics is None or "dynamics" not in context.state:
+        return None
+    state = arrays_of(context.state["dynamics"])
+    try:
+        grid = CellGrid.from_config(content["plan"])
+        seen = _opened_answer(node, content, "thresholds", STAGE_THRESHOLDS,
+                              int(content["round"]["round"]) if node.sealed else None, grid)["seen"]
+        seen = np.asarray(seen, dtype=np.float64)
+        if seen.shape == state["seen"].shape:
+            state["seen"] = seen
+            context.state["dynamics"] = record_of(**state)
+    except (KeyError, ValueError) as exc:  # nothing published: members see what they saw before
+        _log.warning("evaluate.cells: no seen shares in the coordinator's thresholds (%s)", exc)
+    return state
 
 
 def answers_evaluator(context: Context) -> bool:
@@ -566,8 +681,11 @@ def _memory(context: Context) -> dict | None:
     return arrays_of(context.state["candidates"]) if "candidates" in context.state else None
 
 
-def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) -> np.ndarray:
-    """One row of reported labels per cell, row 0 being the true labels (nobody relabels)."""
+def reported_labels(node: NodeData, content: RecordDict, memory: dict | None, *, dynamics: dict | None = None) -> np.ndarray:
+    """One row of reported labels per cell, row 0 being the true labels (nobody relabels).
+
+    ``dynamics`` (many rounds, this round's state from :func:`_participation`): candidates
+    decide on their noisy scores, only where they act, and flip only if they comply."""
     grid = CellGrid.from_config(content["plan"])
     labels = np.repeat(node.y[None, :].astype(np.int8), len(grid) + 1, axis=0)
     # Most nodes have no candidate (member with y = 0): nothing can flip, whatever the thresholds.
@@ -579,7 +697,15 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None) ->
     if memory is None:
         raise ValueError("a report before query.scores: this node has no scores yet")
     cand = memory["index"].astype(np.int64)
-    flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
+    if dynamics is not None:
+        if not np.array_equal(dynamics["index"], cand):
+            raise ValueError("evaluate.cells: this round's participation is for other candidates than the scores")
+        active = dynamics["active"].astype(bool)[:, cand]
+        flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], dynamics["noisy"],
+                                  held_back=~active)
+        flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
+    else:
+        flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
     rows = labels[1:, cand]
     rows[flips] = 1
     labels[1:, cand] = rows

@@ -26,6 +26,7 @@ import numpy as np
 from .decision import TicketHolder
 from .errors import DataError
 from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid, token_digest
+from .rounds import RoundSettings
 
 __all__ = ["CoordinatorData", "NodeData", "load_node_file", "new_coordinator_token", "token_digest",
            "write_coordinator_file", "write_users_file",
@@ -52,6 +53,7 @@ class NodeData(TicketHolder):
     coordinator_digest: str = ""  # SHA-256 of the coordinator's token ("" : unknown)
     coordinator_key: bytes = b""  # the coordinator's X25519 public key (b"": payloads travel unsealed)
     collective_key: bytes = b""  # the run's collective secret: opens the coordinator's answers
+    dynamics: RoundSettings | None = None  # many rounds (agents.rounds); None: the one-shot rule
 
     @property
     def sealed(self) -> bool:
@@ -72,6 +74,7 @@ class CoordinatorData:
     token: str = ""  # the coordinator's secret identity ("" : none)
     private_key: bytes = b""  # its X25519 private key: opens what members seal (b"": unsealed run)
     collective_key: bytes = b""  # the run's collective secret: seals its answers to every member
+    dynamics: RoundSettings | None = None  # many rounds (agents.rounds); None: the one-shot rule
 
     @property
     def sealed(self) -> bool:
@@ -79,7 +82,8 @@ class CoordinatorData:
 
 
 def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_proba=None,
-                     coordinator_digest: str = "", coordinator_key: bytes = b"", collective_key: bytes = b"") -> Path:
+                     coordinator_digest: str = "", coordinator_key: bytes = b"", collective_key: bytes = b"",
+                     dynamics: RoundSettings | None = None) -> Path:
     arrays = dict(
         role=np.array(ROLE_USERS),
         user_ids=np.asarray(user_ids, dtype=np.int64),
@@ -93,11 +97,14 @@ def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_pro
     if coordinator_digest:
         arrays["coordinator_digest"] = np.array(str(coordinator_digest))
     arrays.update(_key_arrays(coordinator_key=coordinator_key, collective_key=collective_key))
+    if dynamics is not None:  # JSON text: read back without pickle
+        arrays["dynamics"] = np.array(dynamics.to_json())
     return _write(path, arrays)
 
 
 def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, membership_key=None, tie_key=None,
-                           token: str = "", private_key: bytes = b"", collective_key: bytes = b"") -> Path:
+                           token: str = "", private_key: bytes = b"", collective_key: bytes = b"",
+                           dynamics: RoundSettings | None = None) -> Path:
     flat = {f"param:{method}:{name}": np.array(value) for method, values in params.items()
             for name, value in values.items()}
     extra = {}
@@ -106,6 +113,8 @@ def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, 
     if token:
         extra["token"] = np.array(str(token))
     extra.update(_key_arrays(private_key=private_key, collective_key=collective_key))
+    if dynamics is not None:
+        extra["dynamics"] = np.array(dynamics.to_json())
     return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), **flat, **extra,
                              X_ref=np.asarray(X_ref, dtype=np.float64), y_ref=np.asarray(y_ref).astype(np.int8)))
 
@@ -168,7 +177,7 @@ def load_node_file(path) -> NodeData | CoordinatorData:
                                    membership_key=keys[0], tie_key=keys[1],
                                    token=str(f["token"]) if "token" in f.files else "",
                                    private_key=_key(f, "private_key", path),
-                                   collective_key=_key(f, "collective_key", path))
+                                   collective_key=_key(f, "collective_key", path), dynamics=_dynamics(f, path))
         if role != ROLE_USERS:
             raise ValueError(f"{path}: unknown node role {role!r}; allowed: {ROLE_USERS}, {ROLE_COORDINATOR}")
         keys = f["keys"]
@@ -178,7 +187,12 @@ def load_node_file(path) -> NodeData | CoordinatorData:
             cf_proba=f["cf_proba"] if "cf_proba" in f.files else None,
             coordinator_digest=str(f["coordinator_digest"]) if "coordinator_digest" in f.files else "",
             coordinator_key=_key(f, "coordinator_key", path), collective_key=_key(f, "collective_key", path),
+            dynamics=_dynamics(f, path),
         )
+
+
+def _dynamics(f, path) -> RoundSettings | None:
+    return RoundSettings.from_json(str(f["dynamics"]), str(path)) if "dynamics" in f.files else None
 
 
 # ------------------------------------------------------------------ a person's own raw records

@@ -39,7 +39,8 @@ def membership_cutoffs(minority_tickets, alphas) -> tuple[np.ndarray, np.ndarray
     return cutoffs, n_members
 
 
-def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, scores, *, held_back=None) -> Signal:
+def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, scores, *, held_back=None,
+            participating=None) -> Signal:
     """The thresholds of every cell from the candidates' tickets and scores.
 
     Candidates are members (at the grid's largest alpha) whose label is 0;
@@ -48,6 +49,8 @@ def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, sco
     alpha's cutoff; M = ``budget_count(budget, pool)``. ``held_back`` (one row
     per alpha, one column per candidate) removes candidates from a cell's
     ranking without shrinking its pool: M is then capped by those left.
+    ``participating`` (same shape; many rounds, :mod:`agents.rounds`) keeps in a
+    cell's pool only the candidates acting this round at its alpha.
     """
     cutoffs = np.asarray(cutoffs, dtype=np.float64)
     member_tickets = np.asarray(member_tickets, dtype=np.float64).ravel()
@@ -57,6 +60,8 @@ def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, sco
     score, ticket = np.empty(n), np.empty(n)
     pool_size, m_out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     pools = [member_tickets < c for c in cutoffs]
+    if participating is not None:
+        pools = [p & np.asarray(a, dtype=bool) for p, a in zip(pools, participating)]
     ranked = pools if held_back is None else [p & ~np.asarray(h, dtype=bool) for p, h in zip(pools, held_back)]
     for cell in grid:
         pool, idx = pools[cell.alpha_index], np.flatnonzero(ranked[cell.alpha_index])

@@ -62,11 +62,14 @@ class Coalition:
 
 
 def _forward(replies: dict, record: str, stage: str, registered: dict | None = None) -> RecordDict:
-    """One message to the coordinator carrying every member's record, unread, named by node id."""
+    """One message to the coordinator carrying every member's record, unread, named by node id
+    (``member-<node>``; a node's ``participation`` record, many rounds, as ``participation-<node>``)."""
     content = RecordDict({"stage": ConfigRecord({"stage": stage})})
     for n in sorted(replies):
         if record in replies[n].content:
             content[f"member-{n}"] = replies[n].content[record]
+        if "participation" in replies[n].content:
+            content[f"participation-{n}"] = replies[n].content["participation"]
     if registered is not None:
         content["registered"] = ConfigRecord({str(n): int(registered[n]) for n in sorted(registered)})
     return content
@@ -133,7 +136,8 @@ def sign_up(wire: Wire, nodes, *, encoding: dict | None = None) -> Coalition:
     return coalition
 
 
-def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid) -> tuple[RecordDict, dict]:
+def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
+                     every_round: bool = False) -> tuple[RecordDict, dict]:
     """Members score themselves and the coordinator answers with the signal (thresholds).
 
     Returns the records every user receives with the collection request, and
@@ -141,12 +145,13 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid) -> tuple[
     and the knowledge, which stays fixed after sign-up: from the second round
     on, the coordinator reuses the scores it was sent (``repeat``) and only the
     collection wave reaches every node, which halves a round's messages (what
-    dominates with thousands of nodes).
+    dominates with thousands of nodes). With ``every_round`` (many rounds: who acts and
+    the noisy scores change each round) members send theirs every round.
     """
     if coalition.knowledge is None:
         return _nobody_flips(grid), {}
     coord = coalition.coordinator
-    if coalition.scored:
+    if coalition.scored and not every_round:
         ask = RecordDict({"stage": ConfigRecord({"stage": STAGE_REPEAT})})
     else:
         scored = wire.wave({n: copy_content(coalition.knowledge) for n in coalition.users}, SCORES)

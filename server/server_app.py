@@ -257,7 +257,7 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
         if coalition is None:
             coalition = sign_up(wire, nodes, encoding=spec.encoding)
             results["sign_up"] = _declare(registry, wire.kept.get(JOIN, {}))
-        signal, summary = coalition_signal(wire, coalition, cells)
+        signal, summary = coalition_signal(wire, coalition, cells, every_round=bool(spec.scenario.get("dynamics")))
         users = coalition.users
         t1 = time.perf_counter()
         got = wire.wave({n: copy_content(signal) for n in users}, role.message_type)

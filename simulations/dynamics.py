@@ -161,6 +161,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents import participation as rules
+from agents.rounds import organiser_count
 from agents.decision import Threshold, coalition_threshold, decide, relabel, stream_key, user_tickets
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
@@ -438,10 +439,8 @@ class CollectiveDynamics:
             raise type(exc)(line) from None
 
     def _organiser_count(self, n_members: int) -> int:
-        o = self.config.organisers
-        if isinstance(o, int):
-            return min(o, n_members)
-        return min(n_members, max(1 if o > 0 else 0, math.floor(o * n_members + 0.5)))
+        # The one rule, shared with the Flower coordinator (agents.rounds.organiser_cutoffs).
+        return organiser_count(n_members, self.config.organisers)
 
     @contextlib.contextmanager
     def _clock(self, phase: str):

@@ -51,7 +51,10 @@ def run_into(
         if scenario.dynamics is not None:  # many rounds: a per-round table beside runs.csv
             from . import dynamics
 
-            run_seed, per_seed = dynamics.run_seed, dynamics.count_fits(scenario)
+            # The backend's own many-rounds step when it has one (flower), else the vectorised model.
+            backend = get_backend(scenario.engine.backend)
+            run_seed = getattr(backend, "run_dynamics_seed", dynamics.run_seed)
+            per_seed = dynamics.count_fits(scenario)
         timings = {}
         dataset = None
         with tqdm(total=per_seed * len(scenario.seeds), initial=per_seed * len(done), disable=not progress,

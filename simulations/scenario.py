@@ -671,10 +671,34 @@ class DynamicsConfig(_Section):
                 or self.organisers_by == "most-connected"
                 or any(mode in self.coordination for mode in ("reach", "gossip")))
 
+    def flower_unsupported(self, scenario: "Scenario") -> str | None:
+        """What of this ``[dynamics]`` the Flower backend cannot run yet (None: it can)."""
+        checks = (
+            ("participation", self.participation in ("fixed", "threshold")),
+            ("seen", self.seen == "everyone"),
+            ("organisers_by", self.organisers_by == "random"),
+            ("coordination", self.coordination == ("coordinator",)),
+            ("reports", self.reports == "replace"),
+            ("staleness", self.staleness == 0),
+            ("[engine] warm_start", not scenario.engine.warm_start),
+            ("[flower] rounds", scenario.flower.rounds == FlowerConfig.rounds),  # [dynamics] rounds counts them
+        )
+        bad = [name for name, ok in checks if not ok]
+        return ", ".join(bad) or None
+
     def check_against(self, where: str, scenario: "Scenario"):
-        if scenario.engine.backend != "vectorised":
-            _fail("[engine] backend", f"{scenario.engine.backend!r} cannot run [dynamics]; allowed: 'vectorised' (or "
-                                      "drop [dynamics]; the Flower design: docs/federated.md, 'Dynamics on Flower')")
+        if scenario.engine.backend == "flower":
+            bad = self.flower_unsupported(scenario)
+            if bad:
+                _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
+                             "or 'threshold' (seen = 'everyone'), organisers_by = 'random', coordination = "
+                             "'coordinator', reports = 'replace', staleness = 0, compliance, dropout, score_noise, "
+                             "with [engine] warm_start = false (the evaluator retrains every cell from scratch) and "
+                             "[dynamics] rounds (not [flower] rounds); or backend = 'vectorised' (docs/federated.md, "
+                             "'Dynamics on Flower')")
+        elif scenario.engine.backend != "vectorised":
+            _fail("[engine] backend", f"{scenario.engine.backend!r} cannot run [dynamics]; allowed: 'vectorised' or "
+                                      "'flower'")
         if scenario.compares:
             _fail(where, "cannot run with [baselines] or [defence] (they compare one-shot fits); allowed: drop "
                          "[baselines] and [defence], or drop [dynamics]")

@@ -28,6 +28,7 @@ from agents.errors import ConfigError, DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
 from agents.node import write_invitation
 from agents.protocol import EVALUATE, REPORT, CellGrid
+from agents.rounds import RoundSettings
 from agents.sealing import new_key_pair, new_secret
 from server.server_app import write_firm_spec
 
@@ -37,7 +38,7 @@ from ..state import build_world
 from .devices import encoding_of, raw_records, write_raw_records
 
 __all__ = ["DEVICE_FILES", "RoundWatch", "RunFiles", "node_files_removed", "prepare_run", "remove_node_files",
-           "results_frame", "round_line"]
+           "results_frame", "round_line", "round_settings", "rounds_frame"]
 
 # How users' node files are written: "npz" (prepared centrally, encoded: the simulation's fast
 # path) or "raw" (what a device holds: its raw records as CSV plus the collective's invitation;
@@ -91,6 +92,9 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
     """
     if device_files not in DEVICE_FILES:
         raise ConfigError(f"device files {device_files!r}; allowed: {', '.join(DEVICE_FILES)}")
+    if scenario.dynamics is not None and device_files != "npz":
+        raise ConfigError(f"device files {device_files!r} with [dynamics]: the invitation carries no dynamics "
+                          "settings; allowed: 'npz'")
     run_dir = Path(run_dir)
     k = int(agents_per_node or scenario.flower.agents_per_node)
     dataset = dataset if dataset is not None else load_data(scenario, seed=seed)
@@ -107,6 +111,7 @@ def prepare_run(scenario, seed: int, run_dir, *, dataset=None, agents_per_node: 
 def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True, raw: bool = False) -> RunFiles:
     p = world.prepared
     keys = dict(membership_key=world.membership_key, tie_key=world.tie_key)
+    dynamics = {} if scenario.dynamics is None else {"dynamics": round_settings(scenario, world.seed)}
     token = new_coordinator_token()  # the coordinator's identity; users hold its digest
     # Sealing keys from the OS's randomness, not the seed: results do not depend on them.
     private, public = new_key_pair() if sealed else (b"", b"")
@@ -123,13 +128,13 @@ def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True, r
             run_dir / "nodes" / f"node-{i}.npz", user_ids=world.user_ids[rows], X=p.X_train[rows],
             a=p.a_train[rows], y=p.y_train[rows], **keys, coordinator_digest=token_digest(token),
             coordinator_key=public, collective_key=collective,
-            cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows],
+            cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows], **dynamics,
         ))
     c = scenario.collective
     files.append(write_coordinator_file(
         run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
         X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference], **keys, token=token,
-        private_key=private, collective_key=collective,
+        private_key=private, collective_key=collective, **dynamics,
     ))
     firm = run_dir / "firm.npz"  # the firm's test set: created 0600 before write_firm_spec fills it
     fd = os.open(firm, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -148,6 +153,19 @@ def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True, r
                                       coordinator_digest=token_digest(token), coordinator_key=public,
                                       collective_key=collective)
     return RunFiles(run_dir, tuple(files), invitation)
+
+
+def round_settings(scenario, seed: int) -> RoundSettings:
+    """What the node files carry for many rounds: the ``[dynamics]`` settings the user half
+    and the coordinator read, and the seed's ticket keys (:func:`simulations.dynamics.draw_keys`)."""
+    from ..dynamics import draw_keys
+
+    d, keys = scenario.dynamics, draw_keys(seed)
+    return RoundSettings(participation=d.participation, threshold_mean=float(d.threshold_mean),
+                         threshold_sd=float(d.threshold_sd), leave=bool(d.leave), organisers=d.organisers,
+                         compliance=float(d.compliance), dropout=float(d.dropout), score_noise=float(d.score_noise),
+                         threshold_key=keys.threshold, organisers_key=keys.organisers, dropout_key=keys.dropout,
+                         compliance_key=keys.compliance, noise_key=keys.noise)
 
 
 def _private_dir(path: Path, *, chmod: bool) -> None:
@@ -215,6 +233,60 @@ def results_frame(scenario, dataset, seed: int, results: dict, *, round_: int = 
         return pd.DataFrame([cell_row(cell, np.nan, metrics)])  # flips: unknown to the firm
     rows = [{**common, **cell_columns(BASE, 0.0, 0.0), **metrics[0], **extra}]
     rows += [cell_row(cell, r["flips"][cell.index], metrics[cell.index + 1]) for cell in grid]
+    return pd.DataFrame(rows)
+
+
+def rounds_frame(scenario, dataset, seed: int, results: dict) -> pd.DataFrame:
+    """The vectorised model's per-round table (``rounds.csv``) from a Flower run of a
+    ``[dynamics]`` scenario: per round the base row and one row per cell, with the
+    columns of :class:`simulations.dynamics.CollectiveDynamics`'s table.
+
+    The coordinator's summary gives members, organisers, participants, dropouts, the
+    pool, M, intended flips and the threshold; the evaluator the flips and metrics.
+    The coordinator reaches every participant with the exact threshold, so the
+    threshold errors are 0 (NaN with an empty pool). Columns Flower does not know are
+    NaN: ``benefit_*`` (the models' probabilities for each member: the evaluator does
+    not compute them) and ``retrain_seconds`` (it does not time each cell's fit).
+    """
+    from ..dynamics import DYNAMICS_COLUMNS
+
+    config = config_columns(scenario, dataset, backend="flower")
+    c = scenario.collective
+    grid = CellGrid.of(c.methods, c.alphas, c.budgets)
+    params = c.scorer_params()
+    rows = []
+    for index in range(len(results["rounds"])):
+        frame = results_frame(scenario, dataset, seed, results, round_=index)  # one clear line for a failed round
+        r = results["rounds"][index]
+        coalition, metrics = r["coalition"], r["metrics"]
+        common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}
+        head = {"coordination": "coordinator", "round": r["round"]}
+        base = {name: 0 for name in DYNAMICS_COLUMNS}
+        base.update(participant_share=0.0, threshold=np.nan, threshold_error=np.nan, threshold_error_rank=np.nan,
+                    benefit_participants=np.nan, benefit_free_riders=np.nan, benefit_minority=0.0,
+                    retrain_seconds=np.nan)
+        rows.append({**common, **head, **{k: frame.iloc[0][k] for k in ("method", "alpha", "budget", "budget_kind")},
+                     **base, **metrics[0]})
+        for cell in grid:
+            get = lambda key, i: coalition[key][i] if key in coalition else 0  # noqa: E731
+            columns = cell_columns(cell.method, cell.alpha, cell.budget)
+            participants, pool, m = get("participants", cell.alpha_index), get("pool_size", cell.index), get(
+                "m", cell.index)
+            flips = int(r["flips"][cell.index])
+            error = 0.0 if pool else np.nan
+            extra = {
+                "eligible": get("n_members", cell.alpha_index), "organisers": get("organisers", cell.alpha_index),
+                "participants": participants, "participant_share": float(participants / max(1, r["n_minority"])),
+                "dropouts": get("dropouts", cell.alpha_index), "free_riders": 0, "candidates": pool,
+                "members_reached": participants, "m": m, "intended_flips": get("intended", cell.index),
+                "flips": flips, "flips_minus_m": flips - int(m),
+                "threshold": float(coalition["score"][cell.index]) if "score" in coalition else np.nan,
+                "threshold_error": error, "threshold_error_rank": error, "benefit_participants": np.nan,
+                "benefit_free_riders": np.nan, "benefit_minority": np.nan, "retrain_seconds": np.nan,
+            }
+            rows.append({**common, **head, **{k: columns[k] for k in ("method", "alpha", "budget", "budget_kind")},
+                         **method_columns(params, cell.method), **{k: extra[k] for k in DYNAMICS_COLUMNS},
+                         **metrics[cell.index + 1]})
     return pd.DataFrame(rows)
 
 

@@ -333,7 +333,8 @@ BAD_INPUTS.update({
     "dynamics-rounds-zero": (_with(dynamics={"rounds": 0}), [], "[dynamics] rounds: 0 is not allowed; allowed: an int "
                                                                 "from 1 to 100000"),
     "dynamics-flower": (_with(dynamics={"rounds": 2}), ["--backend", "flower"],
-                        "[engine] backend: 'flower' cannot run [dynamics]; allowed: 'vectorised'"),
+                        "[dynamics]: the flower backend cannot run [engine] warm_start as set; allowed: on flower, "
+                        "participation 'fixed'"),
     "dynamics-with-defence": (_with(dynamics={"rounds": 2}, defence={"audits": ["trusted-sample"]}), [],
                               "[dynamics]: cannot run with [baselines] or [defence]"),
     "dynamics-graph-too-dense": (_with(dynamics={"coordination": "gossip",

@@ -311,8 +311,10 @@ def test_bad_dynamics_values_are_one_line(dynamics, message):
     assert message in line and "; allowed: " in line and "\n" not in line, line
 
 
-def test_dynamics_needs_the_vectorised_backend_and_no_comparison():
-    with pytest.raises(ConfigError, match=r"\[engine\] backend: 'flower' cannot run \[dynamics\]; allowed"):
+def test_dynamics_on_flower_needs_what_it_supports_and_no_comparison():
+    with pytest.raises(ConfigError, match=r"\[dynamics\]: the flower backend cannot run \[engine\] warm_start as "
+                                          r"set; allowed: on flower, participation 'fixed'"):
         Scenario(name="d", engine={"backend": "flower"}, dynamics={})
+    Scenario(name="d", engine={"backend": "flower", "warm_start": False}, dynamics={})  # supported
     with pytest.raises(ConfigError, match=r"\[dynamics\]: cannot run with \[baselines\] or \[defence\]"):
         Scenario(name="d", baselines={"methods": ["reweighing"]}, dynamics={})

@@ -1,0 +1,122 @@
+"""Many rounds on Flower: nodes of K users decide locally and give the vectorised model's
+per-round table (simulations.dynamics) for the same seed, exactly."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.errors import ConfigError
+from simulations import dynamics, engine
+from simulations.flower.files import prepare_run, results_frame, rounds_frame
+from simulations.flower.inprocess import run_in_process
+from simulations.scenario import Scenario
+
+# 115 toy rows -> 80 training users; three rounds.
+BASE = {
+    "name": "toy-flower-dynamics",
+    "seeds": [0],
+    "data": {"dataset": "toy", "options": {"n": 115}},
+    "collective": {"methods": ["rb-prob", "random"], "alphas": [0.5, 1.0], "budgets": [0.2, 0.5, 3],
+                   "validation": 0.0},
+    "engine": {"n_jobs": 1, "warm_start": False},
+}
+# What Flower does not know (the per-member model probabilities, the fit's seconds) or says
+# differently (the backend's name); every other column must be equal.
+NOT_COMPARED = {"backend", "retrain_seconds", "benefit_participants", "benefit_free_riders", "benefit_minority"}
+
+FIXED = {"rounds": 3, "participation": "fixed", "compliance": 0.7, "dropout": 0.2}
+# A cascade: a few act unprompted or organise in round 1, more join as they see them.
+THRESHOLD = {"rounds": 3, "participation": "threshold", "threshold_mean": 0.15, "threshold_sd": 0.15,
+             "organisers": 0.1, "score_noise": 0.05, "dropout": 0.15}
+
+
+def scenario(keys: dict, backend: str = "vectorised") -> Scenario:
+    return Scenario.from_dict({**BASE, "engine": {**BASE["engine"], "backend": backend}, "dynamics": keys})
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return engine.load_data(scenario(FIXED), seed=0)
+
+
+def flower_rounds(keys, k, dataset, tmp_path):
+    s = scenario(keys, "flower")
+    files = prepare_run(s, 0, tmp_path, dataset=dataset, agents_per_node=k)
+    results = run_in_process(files, rounds=s.dynamics.rounds)
+    return s, results, rounds_frame(s, dataset, 0, results)
+
+
+def assert_same_rounds(flower: pd.DataFrame, vectorised: pd.DataFrame):
+    assert list(flower.columns) == list(vectorised.columns)
+    cols = [c for c in vectorised.columns if c not in NOT_COMPARED]
+    pd.testing.assert_frame_equal(flower[cols], vectorised[cols], check_exact=True, check_dtype=False)
+    assert (flower["backend"] == "flower").all()
+
+
+@pytest.mark.parametrize("keys", [FIXED, THRESHOLD], ids=["fixed", "threshold"])
+@pytest.mark.parametrize("k", [7, 1])
+def test_flower_nodes_give_the_vectorised_rounds(keys, k, dataset, tmp_path):
+    _, expected = dynamics.run_seed(scenario(keys), 0, dataset=dataset)
+    s, results, got = flower_rounds(keys, k, dataset, tmp_path)
+    assert_same_rounds(got, expected)
+    cells = got[got["method"] != "base"]
+    # The run is not trivial: people drop out, flips differ from M, participation changes.
+    assert (cells["dropouts"] > 0).any() and (cells["flips"] > 0).any()
+    if keys is FIXED:
+        assert (cells["flips"] < cells["intended_flips"]).any()  # compliance 0.7
+    else:
+        assert cells.groupby("round")["participants"].sum().diff().abs().sum() > 0
+        assert (cells["organisers"] > 0).all()
+    # runs.csv's rows: the last round, as the vectorised path writes them.
+    last = results_frame(s, dataset, 0, results)
+    assert list(last["flips"].iloc[1:]) == list(cells[cells["round"] == 3]["flips"])
+
+
+def test_rounds_csv_through_the_runner_equals_the_vectorised_one(dataset, tmp_path, monkeypatch):
+    """The runner writes the Flower backend's per-round table to rounds.csv, as for the vectorised path."""
+    from simulations import runner
+    from simulations.flower import backend
+
+    def in_process(s, seed, *, dataset=None, executor=None, on_fit=None, progress=False):
+        files = prepare_run(s, seed, tmp_path / f"run-{seed}", dataset=dataset, agents_per_node=7)
+        results = run_in_process(files, rounds=s.dynamics.rounds)
+        return results_frame(s, dataset, seed, results), rounds_frame(s, dataset, seed, results)
+
+    monkeypatch.setattr(backend.BACKEND, "run_dynamics_seed", in_process, raising=False)
+    runner.run_into(scenario(FIXED, "flower"), tmp_path / "flower", progress=False, plots=False)
+    runner.run_into(scenario(FIXED), tmp_path / "vectorised", progress=False, plots=False)
+    got, expected = (pd.read_csv(tmp_path / name / "rounds.csv") for name in ("flower", "vectorised"))
+    assert_same_rounds(got, expected)
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"participation": "benefit-cost"}, "participation"),
+    ({"coordination": "gossip", "graph": {"kind": "erdos-renyi", "mean_degree": 3}}, "coordination"),
+    ({"reports": "accumulate"}, "reports"),
+    ({"staleness": 1}, "staleness"),
+    ({"participation": "threshold", "seen": "neighbours", "graph": {"kind": "erdos-renyi", "mean_degree": 3}},
+     "seen"),
+])
+def test_what_flower_cannot_run_is_one_line_naming_what_it_can(change, named):
+    with pytest.raises(ConfigError) as err:
+        scenario({**FIXED, **change}, "flower")
+    line = str(err.value)
+    assert "\n" not in line and named in line and "allowed: on flower, participation 'fixed'" in line
+
+
+def test_flower_dynamics_needs_warm_start_off():
+    with pytest.raises(ConfigError, match=r"\[engine\] warm_start.*allowed: on flower"):
+        Scenario.from_dict({**BASE, "engine": {"n_jobs": 1, "backend": "flower"}, "dynamics": FIXED})
+
+
+def test_node_files_carry_the_dynamics_settings_privately(dataset, tmp_path):
+    from agents.node import load_node_file
+
+    files = prepare_run(scenario(FIXED, "flower"), 0, tmp_path, dataset=dataset, agents_per_node=7)
+    keys = dynamics.draw_keys(0)
+    for path in files.node_files:
+        node = load_node_file(path)
+        assert node.dynamics.compliance == 0.7 and node.dynamics.dropout_key == keys.dropout
+        assert path.stat().st_mode & 0o777 == 0o600
+        with np.load(path, allow_pickle=False) as f:  # plain arrays, no pickle
+            assert f["dynamics"].dtype.kind == "U"
