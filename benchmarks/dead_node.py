@@ -1,4 +1,5 @@
-"""Round time with one dead SuperNode among 10: a real SuperLink + 10 SuperNodes on loopback.
+"""Round time with one dead SuperNode among 10: a real SuperLink + 10 SuperNodes on loopback,
+as deployed (TLS, SuperNode authentication, the firm on the one cell the collective deploys).
 
 After round 1 (sign-up) the SuperNode of partition 3 and its processes get SIGKILL
 (``term``: SIGTERM, a clean shutdown; ``none``: nobody dies, the baseline). Prints each
@@ -22,8 +23,8 @@ from simulations.scenario import Scenario
 
 TOY = Scenario(name="toy-deploy").replace(
     seeds=(0,), data__dataset="toy", data__options={"n": 86},
-    collective__methods=("rb-prob", "random"), collective__alphas=(0.3, 0.6),
-    collective__budgets=(0.5, 1.0), engine__n_jobs=1, collective__validation=0.0,
+    collective__methods=("rb-prob",), collective__alphas=(0.6,),  # a deployment runs one cell
+    collective__budgets=(0.5,), engine__n_jobs=1, collective__validation=0.0,
 )
 mode = (sys.argv[1:] or ["kill"])[0]
 sig = signal.SIGTERM if mode == "term" else signal.SIGKILL
