@@ -36,15 +36,17 @@ Round t (t = 1..rounds), for every trajectory:
    ``compliance``;
 5. the firm receives every training user's report (true label, or 1 for a flip)
    and retrains, warm-started from its own last model when the estimator
-   supports it; a firm whose training set did not change keeps its model;
+   supports it; a firm whose training set did not change keeps its model
+   (round 1: :func:`server.training.train_cells` fits the base model and every
+   cell, as the one-shot run does, and returns the fitted firms);
 6. the model is evaluated on the test set (:func:`server.training.evaluate`) and
    one row per trajectory is collected.
 
 With ``rounds = 1``, fixed participation, the coordinator, compliance 1 and no
 noise, dropout or staleness, round 1 *is* the one-shot experiment: the same
-decisions and the same fits (the firm's warm-start chains along each (method,
-alpha)'s budgets), so ``runs.csv`` is byte-identical to a run without
-``[dynamics]``. The last round's rows of the first coordination mode go to
+decisions and the same fits (the same :func:`server.training.train_cells` call:
+warm-start chains along each (method, alpha)'s budgets), so ``runs.csv`` is
+byte-identical to a run without ``[dynamics]``. The last round's rows of the first coordination mode go to
 ``runs.csv`` (the one-shot columns, with the collective's one-shot pilot when
 ``[collective] validation`` is set), every round's rows to ``rounds.csv``.
 
@@ -139,7 +141,8 @@ plus a ``base`` row per round where nobody relabels). Columns:
   probability of the favourable label of participants, free riders and every
   minority training user (the benefit of acting vs free riding, Sigg et al.);
 * ``retrain_seconds``: seconds of the fit that produced this round's model (0 when
-  the firm kept its model);
+  the firm kept its model; NaN in round 1, whose fits are the one-shot run's
+  :func:`server.training.train_cells`, which does not time each fit);
 * the firm's test metrics, as in ``runs.csv``: ``error``, ``sp_diff``, ``eqod``,
   ``eopp_diff``, ``tpr_0``, ``tpr_1``, ``fpr_0``, ``fpr_1``, ``sel_0``, ``sel_1``, ...,
   and on synthetic data the counterfactual success ``success`` (S) and ``cf_gap``.
@@ -166,7 +169,7 @@ from agents.decision import Threshold, coalition_threshold, decide, relabel, str
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
 from server.firm import Firm, make_estimator
-from server.training import evaluate, firm_design
+from server.training import evaluate, firm_design, train_cells
 
 from .engine import candidate_scores, load_data, pilot_columns
 from .executors import Executor, make_executor
@@ -318,7 +321,7 @@ class _Trajectory:
     cell: Cell | None
     mode: str
     members: _Members | None
-    firm: Firm
+    firm: Firm | None  # None before round 1's fits
     key: str  # of the training labels the firm holds
     metrics: dict
     outcomes: np.ndarray  # favourable probability of every minority user under the published model
@@ -367,19 +370,15 @@ class CollectiveDynamics:
         if setup_only:  # check_world: the graph and organisers are all it needs
             return
         self.candidates, self.scores = candidate_scores(world, self.grid, self.params)
-        # Round 1's published model: the base model on the true labels (as train_cells fits it).
-        with threadpool_limits(1):
-            base = Firm(self.estimator).fit(self.X, p.y_train)
-        self.base_metrics = evaluate(base, world.test)
-        if on_fit:
-            on_fit(1)
-        self.base_outcomes = _favourable(base, self.X_minority)
+        # Round 1's published model is the base model on the true labels; round 1's fits
+        # (server.training.train_cells, the one-shot run's) give it, with every cell's firm.
+        self.base_metrics: dict | None = None
+        self.base_outcomes: np.ndarray | None = None
         window = 1 if self.config.reports == "replace" else None if self.config.window == "all" else self.config.window
-        y_key = _labels_key(p.y_train)
 
         def trajectory(cell, mode):
-            t = _Trajectory(cell, mode, None if cell is None else self.members[cell.alpha_index], base, y_key,
-                            self.base_metrics, self.base_outcomes, deque(maxlen=window))
+            t = _Trajectory(cell, mode, None if cell is None else self.members[cell.alpha_index], None, "",
+                            {}, np.empty(0), deque(maxlen=window))
             if cell is not None:
                 n = t.members.n
                 t.joined, t.active = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
@@ -505,10 +504,11 @@ class CollectiveDynamics:
             seen = rules.neighbour_share(m.graph if c.seen == "neighbours" else None, tr.active)
             joined = rules.threshold_rule(m.thresholds, seen, tr.joined, leave=c.leave)
         else:  # benefit-cost: what the published models gave, against what acting costs
-            gain = np.zeros(m.n)
-            if "own-outcome" in c.public:
+            # (round 1 publishes the base model, before any fit: nothing gained over it)
+            gain, published = np.zeros(m.n), tr.firm is not None
+            if "own-outcome" in c.public and published:
                 gain = gain + (tr.outcomes[m.local] - self.base_outcomes[m.local])
-            if "group-rates" in c.public:
+            if "group-rates" in c.public and published:
                 gain = gain + (_gap(tr.metrics) - _gap(self.base_metrics))
             tr.gains.append(gain)
             gain = np.mean(tr.gains, axis=0)
@@ -627,9 +627,34 @@ class CollectiveDynamics:
             "_flips": flips, "_active": active, "_free": free,
         }
 
+    def _first_fits(self) -> None:
+        """Round 1's step 5: the base model and every trajectory's firm, as the one-shot run
+        fits them (:func:`server.training.train_cells`: each distinct label vector once,
+        warm-started along each (method, alpha, mode)'s budgets). It does not time each
+        fit: round 1's ``retrain_seconds`` is NaN (the whole call is in ``timings``)."""
+        y = self.world.prepared.y_train
+        cells = [((tr.cell.method, tr.cell.alpha, tr.mode), tr.reports[-1] != y) for tr in self.trajectories]
+        began = time.perf_counter()
+        base_metrics, metrics, (base, firms) = train_cells(
+            self.estimator, self.X, y, cells, self.world.test, warm=self.warm, executor=self.executor,
+            on_fit=self.on_fit, return_models=True)
+        self.timings["retrain"] += time.perf_counter() - began
+        began = time.perf_counter()
+        self.base_metrics, self.base_outcomes = base_metrics, _favourable(base, self.X_minority)
+        outcomes = {id(base): self.base_outcomes}
+        for tr, firm, cell_metrics in zip((self.base, *self.trajectories), (base, *firms), (base_metrics, *metrics)):
+            if id(firm) not in outcomes:
+                outcomes[id(firm)] = _favourable(firm, self.X_minority)
+            tr.firm, tr.key, tr.metrics, tr.outcomes = firm, _labels_key(tr.reports[-1]), cell_metrics, outcomes[
+                id(firm)]
+            tr.seconds = math.nan
+        self.timings["outcomes"] += time.perf_counter() - began
+
     def _retrain(self) -> None:
-        """Step 5: every trajectory's firm on the reports it holds, each distinct training
-        set once, chains of equal start warm-started in order of growing positives."""
+        """Step 5 after round 1: every trajectory's firm on the reports it holds, each distinct
+        training set once, chains of equal start warm-started in order of growing positives."""
+        if self.base.firm is None:
+            return self._first_fits()
         test = self.world.test
         copies = None
         groups: dict = {}
