@@ -95,13 +95,22 @@ byte-identical to a run without ``[dynamics]``. The last round's rows of the fir
   estimate (a count budget: M / pool). Gossip needs a graph (not "complete");
 * ``compliance`` [1], ``dropout`` [0] (probabilities), ``score_noise`` [0] (the sd
   added to each candidate's own score, fresh each round), ``staleness`` [0]
-  (rounds).
+  (rounds);
+* ``reference_per_member`` ["all"]: limited majority information per member.
+  An int n: the members are split into ``knowledge_groups`` [1] groups G by a
+  ticket, each group knows only n rows of the collective's majority reference
+  (its own uniform choice), and its members score themselves with the scorer
+  (each method, with its parameters) fitted on those rows, once per seed. The
+  coordinator still ranks the pool by the scores it hears, so M still flip, but
+  who flips follows each group's own scale (a group whose rows look more
+  positive flips first) rather than the ranking full knowledge gives. n at
+  least the reference's size: every member knows it all (the default).
 
 A key read only by a mode that is not chosen is an error, as is ``reach``
 without organisers (it would reach nobody).
 
 Randomness: the graph, the members' thresholds and costs, the organisers,
-dropout, compliance and score noise each have their own named stream
+dropout, compliance, score noise and knowledge each have their own named stream
 (:data:`simulations.state.STREAMS`). The graph is drawn once, centrally, from its
 stream. Every per-user draw is a *ticket* (:func:`agents.decision.user_tickets`),
 a pure function of (key, user id), so a user's draw does not depend on who else
@@ -112,7 +121,10 @@ inverse normal CDF of a ticket under the ``participation`` stream's keys
 smallest ``organisers`` tickets (or the most connected, ties by ticket); dropout,
 compliance and noise use the round's key ``round_key(stream key, t)``
 (:func:`agents.participation.round_key`; noise per method too:
-``mix_key(stream key, t, method index)``). Every trajectory of a seed sees the
+``mix_key(stream key, t, method index)``); a member's knowledge group is
+``floor(G x ticket)`` under ``mix_key(knowledge key, 0)`` and group g knows the n
+reference rows with the smallest tickets under ``mix_key(knowledge key, 1, g)``
+(:meth:`DrawKeys.knowledge_group`, :meth:`DrawKeys.known_rows`). Every trajectory of a seed sees the
 same draws (common random numbers), and one trajectory's draws never depend on
 another's.
 
@@ -151,6 +163,7 @@ plus a ``base`` row per round where nobody relabels). Columns:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -207,9 +220,27 @@ class DrawKeys:
     dropout: int
     compliance: int
     noise: int
+    knowledge: int
 
     def round(self, name: str, t: int) -> int:
         return rules.round_key(getattr(self, name), t)
+
+    def knowledge_group(self, user_ids, groups: int) -> np.ndarray:
+        """Each user's knowledge group in 0..groups-1: ``floor(groups x ticket)`` under
+        ``mix_key(knowledge, 0)``, uniform and a pure function of (key, user id)."""
+        tickets = user_tickets(user_ids, rules.mix_key(self.knowledge, 0))
+        return np.minimum((tickets * groups).astype(np.int64), groups - 1)
+
+    def known_rows(self, reference_ids, group: int, n: int) -> np.ndarray:
+        """Which of the reference rows (``reference_ids``: their user ids) knowledge group
+        ``group`` knows: the ``n`` with the smallest tickets under ``mix_key(knowledge, 1,
+        group)`` (a uniform choice without replacement, every group its own), as increasing
+        positions; all of them when ``n`` reaches their number."""
+        reference_ids = np.asarray(reference_ids)
+        if n >= reference_ids.size:
+            return np.arange(reference_ids.size)
+        tickets = user_tickets(reference_ids, rules.mix_key(self.knowledge, 1, group))
+        return np.sort(np.argsort(tickets, kind="stable")[:n])
 
     def noise_key(self, t: int, method_index: int) -> int:
         return rules.mix_key(self.noise, t, method_index)
@@ -225,7 +256,8 @@ def draw_keys(seed: int) -> DrawKeys:
 
     return DrawKeys(threshold=stream_key(child(participation, 0)), cost=stream_key(child(participation, 1)),
                     organisers=stream_key(streams["organisers"]), dropout=stream_key(streams["dropout"]),
-                    compliance=stream_key(streams["compliance"]), noise=stream_key(streams["noise"]))
+                    compliance=stream_key(streams["compliance"]), noise=stream_key(streams["noise"]),
+                    knowledge=stream_key(streams["knowledge"]))
 
 
 def _labels_key(labels: np.ndarray) -> str:
@@ -369,7 +401,10 @@ class CollectiveDynamics:
         self._build_members()
         if setup_only:  # check_world: the graph and organisers are all it needs
             return
-        self.candidates, self.scores = candidate_scores(world, self.grid, self.params)
+        if self.config.reference_per_member == "all":
+            self.candidates, self.scores = candidate_scores(world, self.grid, self.params)
+        else:
+            self.scores = self._member_scores()
         # Round 1's published model is the base model on the true labels; round 1's fits
         # (server.training.train_cells, the one-shot run's) give it, with every cell's firm.
         self.base_metrics: dict | None = None
@@ -416,6 +451,29 @@ class CollectiveDynamics:
                 local=local, positions=positions, candidate=p.y_train[positions] == 0,
                 column=self._column[positions], ties=tie_tickets[positions], graph=graph, organisers=organisers,
                 thresholds=thresholds[local], costs=costs[local]))
+
+    def _member_scores(self) -> np.ndarray:
+        """Every candidate's scores (one row per method) when members know only
+        ``reference_per_member`` majority rows: each knowledge group's scorer is fitted on
+        its own rows of the collective's reference (:meth:`DrawKeys.known_rows`) and scores
+        the group's candidates (:meth:`World.scores`, each method with its parameters)."""
+        c, world, p = self.config, self.world, self.world.prepared
+        reference = world.reference
+        groups = self.keys.knowledge_group(world.user_ids[self.candidates], c.knowledge_groups)
+        scores = np.zeros((len(self.grid.methods), self.candidates.size))
+        for g in np.unique(groups):
+            users = np.flatnonzero(groups == g)
+            rows = reference[self.keys.known_rows(world.user_ids[reference], int(g), c.reference_per_member)]
+            known = dataclasses.replace(world, known_majority=(p.X_train[rows], p.y_train[rows]))
+            for i, method in enumerate(self.grid.methods):
+                try:
+                    scores[i, users] = known.scores(method, self.candidates[users], self.params.get(method))
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"[dynamics] reference_per_member: knowledge group {int(g)}'s {rows.size} majority rows "
+                        f"cannot fit {method!r} ({exc}); allowed: a larger reference_per_member (or fewer "
+                        "knowledge_groups, or another method)") from None
+        return scores
 
     def _graph(self, n: int):
         from .graphs import build_graph

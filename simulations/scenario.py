@@ -602,6 +602,8 @@ class DynamicsConfig(_Section):
     dropout: float = 0.0
     score_noise: float = 0.0
     staleness: int = 0
+    reference_per_member: Any = "all"  # majority reference rows each member knows (its knowledge group's)
+    knowledge_groups: int = 1  # groups of members, each knowing its own reference_per_member rows
 
     def __post_init__(self):
         if isinstance(self.coordination, str):
@@ -638,10 +640,19 @@ class DynamicsConfig(_Section):
             _flag(f"{where} {name}", getattr(self, name))
         _name(f"{where} seen", self.seen, ("everyone", "neighbours"), "audience")
         _name(f"{where} organisers_by", self.organisers_by, ("random", "most-connected"), "way to choose organisers")
-        for name, low in (("memory", 1), ("hops", 0), ("gossip_steps", 1), ("gossip_bins", 2), ("staleness", 0)):
+        for name, low in (("memory", 1), ("hops", 0), ("gossip_steps", 1), ("gossip_bins", 2), ("staleness", 0),
+                          ("knowledge_groups", 1)):
             value = getattr(self, name)
             if not _is_int(value) or value < low:
                 _fail(f"{where} {name}", f"{value!r} is not allowed; allowed: an int >= {low}")
+        if self.reference_per_member != "all" and (not _is_int(self.reference_per_member)
+                                                   or self.reference_per_member < 1):
+            _fail(f"{where} reference_per_member", f"{self.reference_per_member!r} is not allowed; allowed: an int "
+                                                   ">= 1 (majority reference rows each member knows), or \"all\"")
+        if self.reference_per_member == "all" and self.knowledge_groups != 1:
+            _fail(f"{where} knowledge_groups", "is only read when reference_per_member is an int (here \"all\": "
+                                               "every member knows the whole reference); allowed: drop "
+                                               "knowledge_groups, or set reference_per_member")
         organisers = self.organisers
         if not ((_is_int(organisers) and organisers >= 0) or (_is_num(organisers) and not _is_int(organisers)
                                                                 and 0 <= organisers <= 1)):
@@ -680,6 +691,7 @@ class DynamicsConfig(_Section):
             ("coordination", self.coordination == ("coordinator",)),
             ("reports", self.reports == "replace"),
             ("staleness", self.staleness == 0),
+            ("reference_per_member", self.reference_per_member == "all"),
             ("[engine] warm_start", not scenario.engine.warm_start),
             ("[flower] rounds", scenario.flower.rounds == FlowerConfig.rounds),  # [dynamics] rounds counts them
         )
@@ -692,7 +704,8 @@ class DynamicsConfig(_Section):
             if bad:
                 _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
                              "or 'threshold' (seen = 'everyone'), organisers_by = 'random', coordination = "
-                             "'coordinator', reports = 'replace', staleness = 0, compliance, dropout, score_noise, "
+                             "'coordinator', reports = 'replace', staleness = 0, reference_per_member = \"all\", "
+                             "compliance, dropout, score_noise, "
                              "with [engine] warm_start = false (the evaluator retrains every cell from scratch) and "
                              "[dynamics] rounds (not [flower] rounds); or backend = 'vectorised' (docs/federated.md, "
                              "'Dynamics on Flower')")

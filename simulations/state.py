@@ -36,7 +36,8 @@ __all__ = ["Decisions", "RunState", "World", "build_world", "collective_decision
 STREAMS = ("split", "membership", "ties", "reference", "firm",
            "baselines", "defence", "trusted", "adaptive",  # these four: simulations.comparison
            "validation",  # the collective's pilot (World.pilot)
-           "graph", "participation", "organisers", "dropout", "compliance", "noise")  # simulations.dynamics
+           "graph", "participation", "organisers", "dropout", "compliance", "noise",  # simulations.dynamics
+           "knowledge")  # simulations.dynamics: members' knowledge groups and each group's reference rows
 
 
 def seed_streams(seed: int) -> dict[str, np.random.SeedSequence]:

@@ -459,3 +459,98 @@ def test_the_one_shot_engine_refuses_a_dynamics_scenario_in_one_line():
         with pytest.raises(ConfigError, match=r"has \[dynamics\].*allowed: simulations.dynamics.run_seed") as info:
             run()
         assert "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- limited majority information per member
+
+
+def test_knowing_every_reference_row_is_the_default_in_any_number_of_groups():
+    default = model(scenario(rounds=2, participation="threshold", dropout=0.2)).run().table()
+    for groups in (1, 3):
+        s = scenario(rounds=2, participation="threshold", dropout=0.2, reference_per_member=10**9,
+                     knowledge_groups=groups)
+        limited = model(s).run().table()
+        pd.testing.assert_frame_equal(limited.drop(columns=TIMING), default.drop(columns=TIMING))
+
+
+def _knowledge_by_hand(m, groups: int, n: int):
+    """Each candidate's group and each group's known reference positions, computed here
+    from the documented tickets (not through the model's helpers)."""
+    from agents.decision import user_tickets
+    from agents.participation import mix_key
+
+    key = dynamics.draw_keys(m.world.seed).knowledge
+    ids = m.world.user_ids[m.candidates]
+    group = np.floor(groups * user_tickets(ids, mix_key(key, 0))).astype(int)
+    reference = m.world.reference
+    rows = [reference[np.sort(np.argsort(user_tickets(m.world.user_ids[reference], mix_key(key, 1, g)))[:n])]
+            for g in range(groups)]
+    return group, rows
+
+
+def test_one_known_row_per_group_flips_the_groups_whose_row_is_positive_first():
+    """rb-label with one known row (k is cut to 1): every candidate of a group scores its
+    group's row's label. The coordinator ranks (score, tie ticket): the M flips are the
+    candidates of the positive-row groups with the largest tie tickets -- not the top M
+    of the full-knowledge ranking, though still exactly M."""
+    raw = {**TOY, "collective": {"methods": ["rb-label"], "alphas": [0.3], "budgets": [0.1]}}
+    limited = model(Scenario.from_dict({**raw, "dynamics": {"rounds": 1, "reference_per_member": 1,
+                                                            "knowledge_groups": 4}}))
+    group, rows = _knowledge_by_hand(limited, 4, 1)
+    y = limited.world.prepared.y_train
+    label = np.array([y[r[0]] for r in rows])
+    assert set(label) == {0, 1}  # some groups know a positive row, some a negative one
+    np.testing.assert_array_equal(limited.scores[0], label[group].astype(float))
+    limited.run()
+    tr = limited.trajectories[0]
+    ties = limited.world.tie_tickets[limited.candidates]
+    positive = np.flatnonzero(label[group] == 1)
+    m_count = int(tr.last["m"])
+    assert 0 < m_count <= positive.size
+    expected = set(limited.candidates[positive[np.argsort(-ties[positive])[:m_count]]])
+    flipped = set(np.flatnonzero(tr.reports[-1] != y))
+    assert flipped == expected
+    full = model(Scenario.from_dict({**raw, "dynamics": {"rounds": 1}})).run()
+    full_flipped = set(np.flatnonzero(full.trajectories[0].reports[-1] != y))
+    assert len(full_flipped) == len(flipped) == m_count and full_flipped != flipped
+
+
+def test_each_group_scores_with_a_scorer_fitted_on_its_own_rows():
+    from agents.scoring import make_scorer
+
+    s = scenario(rounds=1, reference_per_member=30, knowledge_groups=3)
+    m = model(s)
+    group, rows = _knowledge_by_hand(m, 3, 30)
+    p = m.world.prepared
+    X = p.X_train[m.candidates]
+    fitted = [make_scorer("rb-prob").fit(p.X_train[r], p.y_train[r]) for r in rows]
+    for g in range(3):
+        np.testing.assert_array_equal(m.scores[0, group == g], fitted[g].score_samples(X[group == g]))
+    one = X[:1]  # the same person would score differently in each group
+    assert len({float(f.score_samples(one)[0]) for f in fitted}) == 3
+    default = model(scenario(rounds=1))
+    assert not np.array_equal(m.scores[0], default.scores[0])
+    np.testing.assert_array_equal(m.scores[1], default.scores[1])  # random: scores carry no knowledge
+
+
+def test_limited_knowledge_same_seed_same_table_and_groups_are_tickets():
+    s = scenario(rounds=2, participation="threshold", reference_per_member=5, knowledge_groups=3)
+    first, again = model(s).run().table(), model(s).run().table()
+    pd.testing.assert_frame_equal(first.drop(columns=TIMING), again.drop(columns=TIMING))
+    keys = dynamics.draw_keys(0)
+    ids = np.arange(10_000, 10_500)
+    some = np.array([7, 3, 400, 21])
+    np.testing.assert_array_equal(keys.knowledge_group(ids[some], 3), keys.knowledge_group(ids, 3)[some])
+    counts = np.bincount(keys.knowledge_group(ids, 3), minlength=3)
+    assert abs(counts - 500 / 3).max() < 3 * np.sqrt(500 * (1 / 3) * (2 / 3))
+
+
+def test_a_group_whose_rows_cannot_fit_its_method_is_one_line():
+    from agents.errors import ConfigError
+
+    raw = {**TOY, "collective": {"methods": ["rb-dist"], "alphas": [0.3], "budgets": [0.1]},
+           "dynamics": {"rounds": 1, "reference_per_member": 1, "knowledge_groups": 8}}
+    with pytest.raises(ConfigError, match=r"\[dynamics\] reference_per_member: knowledge group \d+'s 1 majority "
+                                          r"rows cannot fit 'rb-dist' .*; allowed: a larger") as info:
+        model(Scenario.from_dict(raw))
+    assert "\n" not in str(info.value)

@@ -301,6 +301,12 @@ def test_dynamics_edge_list_path_is_found_next_to_the_scenario(tmp_path):
         ({"coordination": "gossip", "gossip_steps": 0, "graph": {"kind": "barabasi-albert", "m": 2}},
          "[dynamics] gossip_steps: 0 is not allowed; allowed: an int >= 1"),
         ({"staleness": -1}, "[dynamics] staleness: -1 is not allowed; allowed: an int >= 0"),
+        ({"reference_per_member": 0}, "[dynamics] reference_per_member: 0 is not allowed; allowed: an int >= 1 "
+                                      "(majority reference rows each member knows), or \"all\""),
+        ({"reference_per_member": 2.5}, "[dynamics] reference_per_member: 2.5 is not allowed; allowed: an int >= 1"),
+        ({"reference_per_member": 5, "knowledge_groups": 0},
+         "[dynamics] knowledge_groups: 0 is not allowed; allowed: an int >= 1"),
+        ({"knowledge_groups": 3}, "[dynamics] knowledge_groups: is only read when reference_per_member is an int"),
         ({"roundz": 3}, "[dynamics] roundz: unknown key; allowed: rounds, reports"),
     ],
 )
@@ -316,5 +322,9 @@ def test_dynamics_on_flower_needs_what_it_supports_and_no_comparison():
                                           r"set; allowed: on flower, participation 'fixed'"):
         Scenario(name="d", engine={"backend": "flower"}, dynamics={})
     Scenario(name="d", engine={"backend": "flower", "warm_start": False}, dynamics={})  # supported
+    with pytest.raises(ConfigError, match=r"\[dynamics\]: the flower backend cannot run reference_per_member as "
+                                          r"set; allowed: .*reference_per_member = \"all\""):
+        Scenario(name="d", engine={"backend": "flower", "warm_start": False},
+                 dynamics={"reference_per_member": 10, "knowledge_groups": 2})
     with pytest.raises(ConfigError, match=r"\[dynamics\]: cannot run with \[baselines\] or \[defence\]"):
         Scenario(name="d", baselines={"methods": ["reweighing"]}, dynamics={})
