@@ -47,7 +47,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from . import rounds, rule, sealing
+from . import participation, rounds, rule, sealing
 from .decision import user_tickets
 from .knowledge import knowledge_digest, knowledge_from_reference, scorers_from_knowledge
 from .node import CoordinatorData, NodeData, load_node_file
@@ -89,6 +89,9 @@ def _remember_encoding(msg: Message, context: Context, call_next) -> Message:
 app = ClientApp(mods=[_remember_encoding])
 _log = logging.getLogger(__name__)
 
+
+# The key a node sends, sealed to the coordinator, for the answers meant for it alone (many rounds).
+REPLY_KEY = "reply_key"
 
 # Per-process caches: a Ray actor serves many nodes, a device one node.
 _FILES: OrderedDict = OrderedDict()
@@ -219,11 +222,15 @@ def _answer_context(node, stage: str, round_: int | None, grid: CellGrid) -> byt
                            plan=plan)
 
 
-def _sealed_payload(node: NodeData, msg: Message, kind: str, **arrays):
-    """A member's payload: sealed to the coordinator and padded to the node's number of users."""
+def _sealed_payload(node: NodeData, msg: Message, kind: str, reply_key: bytes = b"", **arrays):
+    """A member's payload: sealed to the coordinator and padded to the node's number of users
+    (``reply_key``, many rounds: the key the coordinator seals this node's own answers with)."""
     if not node.sealed:
         return record_of(**arrays)
-    plain = sealing.pack(sealing.padded(arrays, int(node.user_ids.size)))
+    padded = sealing.padded(arrays, int(node.user_ids.size))
+    if reply_key:
+        padded[REPLY_KEY] = np.frombuffer(reply_key, dtype=np.uint8)
+    plain = sealing.pack(padded)
     ctx = _member_context(node, kind, _round(msg), int(msg.metadata.dst_node_id))
     return sealing.sealed_record(sealing.seal_to(node.coordinator_key, plain, ctx))
 
@@ -249,7 +256,14 @@ def _opened_payloads(node: CoordinatorData, msg: Message, kind: str, drops: dict
             drops["sealed"] += 1
             continue
         try:
-            out.append((name, sealing.unpadded(sealing.unpack(plain))))
+            arrays = sealing.unpack(plain)
+            key = arrays.pop(REPLY_KEY, None)
+            arrays = sealing.unpadded(arrays)
+            if key is not None:
+                if key.dtype != np.uint8 or key.shape != (sealing.KEY_BYTES,):
+                    raise ValueError("reply key")
+                arrays[REPLY_KEY] = key
+            out.append((name, arrays))
         except ValueError:
             drops["malformed"] += 1
     return out
@@ -408,9 +422,19 @@ def coordinate(msg: Message, context: Context) -> Message:
         if node.dynamics is not None:  # organisers: the members with the smallest organiser tickets, per alpha
             ids = np.concatenate([p["user_ids"] for p in joined.values()]) if joined else np.empty(0, dtype=np.int64)
             org = user_tickets(ids, node.dynamics.organisers_key)
-            head["organisers"] = rounds.organiser_cutoffs(tickets, org, cutoffs, node.dynamics.organisers)
-            head["n_organisers"] = np.array([np.count_nonzero((tickets < c) & (org <= o))
-                                             for c, o in zip(cutoffs, head["organisers"])], dtype=np.int64)
+            if node.dynamics.organisers_by == "most-connected" and node.graph is not None:
+                # By degree among the members, which only the coordinator knows: it publishes
+                # the organisers' ids per alpha (organisers act in the open) instead of a cutoff.
+                chosen = [ids[tickets < c][rounds.graph_organisers(node.graph, ids[tickets < c], org[tickets < c],
+                                                                   node.dynamics.organisers)] for c in cutoffs]
+                head["organisers"] = np.full(cutoffs.size, -1.0)
+                head["organiser_ids"] = np.concatenate([np.sort(c) for c in chosen] or [np.empty(0, dtype=np.int64)])
+                head["organiser_counts"] = np.array([c.size for c in chosen], dtype=np.int64)
+                head["n_organisers"] = head["organiser_counts"].copy()
+            else:
+                head["organisers"] = rounds.organiser_cutoffs(tickets, org, cutoffs, node.dynamics.organisers)
+                head["n_organisers"] = np.array([np.count_nonzero((tickets < c) & (org <= o))
+                                                 for c, o in zip(cutoffs, head["organisers"])], dtype=np.int64)
         # The coordinator's own memory between its two stages.
         context.state["coordinator"] = record_of(cutoffs=cutoffs, n_members=n_members, round=np.array([_round(msg)]),
                                                  **head)
@@ -424,7 +448,7 @@ def coordinate(msg: Message, context: Context) -> Message:
         # Sealed once for every member; bound to the plan (the relay cannot change the grid
         # users score for) but not to the round: the relay may pass them on in a later round.
         digest = np.frombuffer(knowledge_digest(knowledge).encode("ascii"), dtype=np.uint8)
-        organisers = {"organisers": head["organisers"]} if head else {}
+        organisers = {k: head[k] for k in ("organisers", "organiser_ids", "organiser_counts") if k in head}
         return _reply(msg, cutoffs=_sealed_answer(node, STAGE_CUTOFFS, None, grid, cutoffs=cutoffs, digest=digest,
                                                   **organisers),
                       knowledge=_sealed_answer(node, "knowledge", None, grid, **knowledge),
@@ -465,6 +489,7 @@ def coordinate(msg: Message, context: Context) -> Message:
 
 
 PARTICIPATION = f"{SCORES}/participation"  # the sealing kind of a node's participation flags
+PRIVATE = "private"  # the coordinator's answer for one node only (its members' seen shares, gossip thresholds)
 
 
 def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory: dict, signed: dict, cands: dict,
@@ -472,31 +497,58 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
     """Many rounds: this round's pools hold the candidates who act at each alpha (from the
     members' sealed participation flags, screened as their scores are); the answer adds the
     share of participants every member sees next round (``seen``); the summary adds
-    participants, dropouts and organisers per alpha and intended flips per cell."""
+    participants, dropouts and organisers per alpha and intended flips per cell.
+
+    With the members' graph (``seen = "neighbours"``, gossip) what differs per member --
+    its neighbours' share, its own gossip estimate of each cell's threshold -- goes to
+    its node only (``private-<node>``, sealed with the key the node sent)."""
+    settings, graph = node.dynamics, node.graph
     drops = dict.fromkeys(DROP_REASONS, 0)
     cutoffs, n_members = memory["cutoffs"], memory["n_members"]
     k = cutoffs.size
     payloads = _opened_payloads(node, msg, PARTICIPATION, drops, prefix="participation-")
-    flags = list(_screen(node, payloads, bounds, drops, fields=("member_tickets",), allowed=allowed,
-                         flags=("joined", "active"), n_alphas=k).values())
+    reply_keys = {name: arrays.get(REPLY_KEY) for name, arrays in payloads}
+    screened = _screen(node, payloads, bounds, drops, fields=("member_tickets",), allowed=allowed,
+                       flags=("joined", "active"), n_alphas=k)
+    names, flags = list(screened), list(screened.values())
     cat = lambda key, shape: np.concatenate([p[key] for p in flags], axis=-1) if flags else np.zeros(shape)  # noqa: E731
     ids = cat("user_ids", 0).astype(np.int64)
     member = cat("member_tickets", 0)[None, :] < cutoffs[:, None]
     joined, active = cat("joined", (k, 0)).astype(bool) & member, cat("active", (k, 0)).astype(bool) & member
     participants = active.sum(axis=1).astype(np.int64)
     # Each candidate's flags, found by user id (a candidate without flags does not act).
-    order = np.argsort(ids, kind="stable")
     cand_ids = cands.get("user_ids", np.empty(0, dtype=np.int64)).astype(np.int64)
-    at = np.searchsorted(ids[order], cand_ids)
-    found = at < ids.size
-    found[found] = ids[order][at[found]] == cand_ids[found]
+    at = _find(ids, cand_ids)
     acting = np.zeros((k, cand_ids.size), dtype=bool)
-    acting[:, found] = active[:, order[at[found]]]
-    signal = rule.publish(grid, cutoffs, n_members, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
-                          participating=acting)
-    intended = rule.decide_cells(grid, signal, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
-                                 held_back=~acting).sum(axis=1).astype(np.int64)
+    acting[:, at >= 0] = active[:, at[at >= 0]]
+    private: dict[str, np.ndarray] = {}  # per member (columns of ``ids``), one row per alpha or cell
+    extra: dict[str, np.ndarray] = {}
+    if settings.coordination == "gossip" and graph is not None:
+        signal, intended, private["threshold"], extra = _gossip_round(node, grid, cutoffs, n_members, ids, member,
+                                                                       active, cands, _find(cand_ids, ids))
+        private["delta"] = None  # one per method, the same for every node
+    else:
+        signal = rule.publish(grid, cutoffs, n_members, cands["member_tickets"], cands["tie_tickets"],
+                              cands["scores"], participating=acting)
+        intended = rule.decide_cells(grid, signal, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
+                                     held_back=~acting).sum(axis=1).astype(np.int64)
     seen = rounds.seen_shares(participants, n_members)
+    if settings.participation == "threshold" and settings.seen == "neighbours" and graph is not None:
+        private["seen"] = np.zeros((k, ids.size))
+        for i in range(k):
+            cols = np.flatnonzero(member[i])
+            order, adjacency = graph.among(ids[cols])
+            private["seen"][i, cols[order]] = participation.neighbour_share(adjacency, active[i, cols[order]])
+    records = {}
+    if private:
+        delta = rounds.fold_deltas(cands["scores"]) if "delta" in private else None
+        offsets = np.cumsum([0] + [p["user_ids"].size for p in flags])
+        for j, name in enumerate(names):
+            cols = slice(offsets[j], offsets[j + 1])
+            arrays = {"user_ids": ids[cols], **{key: v[:, cols] for key, v in private.items() if v is not None}}
+            if delta is not None:
+                arrays["delta"] = delta
+            records[f"{PRIVATE}-{name}"] = _private_answer(node, reply_keys.get(name), _round(msg), grid, arrays)
     dropped = {k: v for k, v in (*signed.items(), *cands.items(), *_drop_arrays("participation", drops).items())
                if k.startswith("dropped:")}
     return _reply(msg, thresholds=_sealed_answer(node, STAGE_THRESHOLDS, _round(msg), grid,
@@ -505,7 +557,74 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
                   summary=record_of(**signal.summary_arrays(), **dropped, participants=participants,
                                     dropouts=(joined & ~active).sum(axis=1).astype(np.int64),
                                     organisers=memory.get("n_organisers", np.zeros(k, dtype=np.int64)),
-                                    intended=intended))
+                                    intended=intended, **extra),
+                  **records)
+
+
+def _find(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Each needle's position in ``haystack`` (-1: absent)."""
+    order = np.argsort(haystack, kind="stable")
+    at = np.searchsorted(haystack[order], needles)
+    found = at < haystack.size
+    found[found] = haystack[order][at[found]] == needles[found]
+    out = np.full(needles.shape, -1, dtype=np.int64)
+    out[found] = order[at[found]]
+    return out
+
+
+def _gossip_round(node: CoordinatorData, grid: CellGrid, cutoffs, n_members, ids, member, active, cands, cand_of):
+    """Gossip, simulated by the coordinator over the members' graph with
+    :func:`agents.rounds.gossip_estimates` (the vectorised model's code): per cell, each
+    participant's own estimate of the threshold key among this round's participants. Keys
+    fold the tie ticket into the noisy score (:func:`agents.rounds.fold_deltas`). Returns
+    the public signal (no published threshold: NaN), intended flips per cell, the estimates
+    (cells x members) and the summary's reached members and threshold errors per cell."""
+    from .decision import Threshold, coalition_threshold, decide
+    from .protocol import Signal, budget_count
+
+    settings, n = node.dynamics, len(grid)
+    delta = rounds.fold_deltas(cands["scores"])
+    folded = cands["scores"] + cands["tie_tickets"][None, :] * delta[:, None]
+    estimates = np.full((n, ids.size), np.nan)
+    pool_size, m_out, intended, reached = (np.zeros(n, dtype=np.int64) for _ in range(4))
+    error, rank_error = np.full(n, np.nan), np.full(n, np.nan)
+    for cell in grid:
+        cols = np.flatnonzero(member[cell.alpha_index])
+        order, adjacency = node.graph.among(ids[cols])
+        cols = cols[order]
+        act, where = active[cell.alpha_index, cols], cand_of[cols]
+        keys = np.full(cols.size, np.nan)
+        keys[where >= 0] = folded[cell.method_index, where[where >= 0]]
+        pool = act & (where >= 0)
+        size = int(pool.sum())
+        m = budget_count(cell.budget, size)
+        fraction = cell.budget if isinstance(cell.budget, float) else (m / size if size else 0.0)
+        estimate = rounds.gossip_estimates(adjacency, act, keys, pool, fraction, steps=settings.gossip_steps,
+                                           bins=settings.gossip_bins)
+        held = act & ~np.isnan(estimate)
+        ticket = np.where(held, 0.0, np.nan)
+        zeros = np.zeros(cols.size)
+        exact = coalition_threshold(keys[pool], zeros[pool], m)
+        intended[cell.index] = int(decide(keys, zeros, Threshold(estimate, ticket), eligible=pool).sum())
+        error[cell.index], rank_error[cell.index] = rounds.threshold_errors(keys[pool], zeros[pool], estimate[pool],
+                                                                            ticket[pool], exact, m)
+        estimates[cell.index, cols] = np.where(held, estimate, np.nan)
+        pool_size[cell.index], m_out[cell.index], reached[cell.index] = size, m, int(held.sum())
+    signal = Signal(np.asarray(cutoffs, dtype=np.float64), np.full(n, np.nan), np.full(n, np.nan),
+                    np.asarray(n_members, dtype=np.int64), pool_size, m_out)
+    return signal, intended, estimates, {"reached": reached, "threshold_error": error,
+                                         "threshold_error_rank": rank_error}
+
+
+def _private_answer(node: CoordinatorData, reply_key, round_: int, grid: CellGrid, arrays: dict):
+    """One node's own answer, sealed with the key it sent (a node that sent none gets nothing
+    it could open: an empty record)."""
+    if not node.sealed:
+        return record_of(**arrays)
+    if reply_key is None:
+        return record_of()
+    ctx = _answer_context(node, PRIVATE, round_, grid)
+    return sealing.sealed_record(sealing.CollectiveKey(reply_key.tobytes()).seal(sealing.pack(arrays), ctx))
 
 
 def _candidates(node: NodeData, cutoffs: np.ndarray) -> np.ndarray:
@@ -526,9 +645,10 @@ def scores(msg: Message, context: Context) -> Message:
         head = _opened_answer(node, msg.content, "cutoffs", STAGE_CUTOFFS, None, grid)
         cutoffs, digest = np.asarray(head["cutoffs"], dtype=np.float64), head["digest"].tobytes().decode("ascii")
         organisers = np.asarray(head.get("organisers", np.full(cutoffs.size, -1.0)), dtype=np.float64)
+        named = _named_organisers(node, head, cutoffs.size)
     except (KeyError, ValueError) as exc:  # not the coordinator's: nobody here is a candidate
         _log.warning("query.scores: the coordinator's cutoffs do not open (%s); no candidate on this node", exc)
-        cutoffs, digest, organisers = np.zeros(0), "", np.zeros(0)
+        cutoffs, digest, organisers, named = np.zeros(0), "", np.zeros(0), None
     cand = _candidates(node, cutoffs)
     out = _remembered_scores(context, digest, cand)
     if out is None and not cand.size:  # nobody to score: the knowledge is not needed
@@ -555,7 +675,7 @@ def scores(msg: Message, context: Context) -> Message:
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
     extra = {}
     if node.dynamics is not None:
-        out, extra = _participation(node, msg, context, cutoffs, organisers, cand, out)
+        out, extra = _participation(node, msg, context, cutoffs, organisers, cand, out, named)
     # Every user node answers, candidates or not, with a payload of the same size.
     return _reply(
         msg,
@@ -566,23 +686,39 @@ def scores(msg: Message, context: Context) -> Message:
     )
 
 
-def _participation(node: NodeData, msg: Message, context: Context, cutoffs, organisers, cand, scores):
+def _named_organisers(node: NodeData, head: dict, k: int) -> np.ndarray | None:
+    """Most-connected organisers: which of this node's users the coordinator named, per alpha."""
+    if "organiser_ids" not in head:
+        return None
+    counts = np.asarray(head["organiser_counts"], dtype=np.int64)
+    if counts.shape != (k,) or (counts < 0).any() or counts.sum() != head["organiser_ids"].size:
+        raise ValueError("malformed organiser ids")
+    parts = np.split(np.asarray(head["organiser_ids"], dtype=np.int64), np.cumsum(counts)[:-1])
+    return np.stack([np.isin(node.user_ids, p) for p in parts]) if k else np.zeros((0, node.user_ids.size), bool)
+
+
+def _participation(node: NodeData, msg: Message, context: Context, cutoffs, organisers, cand, scores, named=None):
     """Many rounds: this node's members decide whether they act this round (:func:`agents.rounds.participate`)
-    and its candidates see their noisy scores; kept for the decision, and sent sealed."""
+    and its candidates see their noisy scores; kept for the decision, and sent sealed (with a
+    fresh key for the coordinator's answers to this node alone)."""
     settings, t = node.dynamics, _round(msg)
     members = (node.a == 1)[None, :] & (node.member_tickets[None, :] < cutoffs[:, None])
     organiser = members & (user_tickets(node.user_ids, settings.organisers_key)[None, :] <= organisers[:, None])
+    if named is not None:
+        organiser |= members & named
     before = arrays_of(context.state["dynamics"]) if "dynamics" in context.state else {}
     joined = before.get("joined", np.zeros(members.shape, dtype=np.int8)).astype(bool)
-    seen = before.get("seen", np.zeros(cutoffs.size))
-    if joined.shape != members.shape or seen.shape != cutoffs.shape:  # another plan: start afresh
-        joined, seen = np.zeros(members.shape, dtype=bool), np.zeros(cutoffs.size)
+    seen = before.get("seen", np.zeros(members.shape))  # per alpha and user
+    if joined.shape != members.shape or seen.shape != members.shape:  # another plan: start afresh
+        joined, seen = np.zeros(members.shape, dtype=bool), np.zeros(members.shape)
     joined, active = rounds.participate(settings, t, node.user_ids, members, organiser, joined, seen)
     noisy = rounds.noisy(settings, t, node.user_ids[cand], scores)
+    reply_key = sealing.new_secret() if node.sealed else b""
     context.state["dynamics"] = record_of(joined=joined.astype(np.int8), active=active.astype(np.int8), seen=seen,
-                                          noisy=noisy, index=cand, round=np.array([t]))
+                                          noisy=noisy, index=cand, round=np.array([t]),
+                                          reply_key=np.frombuffer(reply_key, dtype=np.uint8))
     idx = np.flatnonzero(members.any(axis=0))
-    payload = _sealed_payload(node, msg, PARTICIPATION, user_ids=node.user_ids[idx],
+    payload = _sealed_payload(node, msg, PARTICIPATION, reply_key=reply_key, user_ids=node.user_ids[idx],
                               member_tickets=node.member_tickets[idx], joined=joined[:, idx].astype(np.int8),
                               active=active[:, idx].astype(np.int8))
     return noisy, {"participation": payload}
@@ -653,12 +789,36 @@ def _round_state(node: NodeData, content: RecordDict, context: Context) -> dict 
         seen = _opened_answer(node, content, "thresholds", STAGE_THRESHOLDS,
                               int(content["round"]["round"]) if node.sealed else None, grid)["seen"]
         seen = np.asarray(seen, dtype=np.float64)
-        if seen.shape == state["seen"].shape:
-            state["seen"] = seen
-            context.state["dynamics"] = record_of(**state)
+        if seen.shape == state["seen"].shape[:1]:
+            state["seen"] = np.repeat(seen[:, None], state["seen"].shape[1], axis=1)
     except (KeyError, ValueError) as exc:  # nothing published: members see what they saw before
         _log.warning("evaluate.cells: no seen shares in the coordinator's thresholds (%s)", exc)
+        grid = None
+    own = _own_answer(node, content, state, grid) if grid is not None else {}
+    at = _find(node.user_ids, np.asarray(own.get("user_ids", np.empty(0)), dtype=np.int64))
+    if "seen" in own and own["seen"].shape == (state["seen"].shape[0], at.size):  # each member's neighbours' share
+        state["seen"][:, at[at >= 0]] = own["seen"][:, at >= 0]
+    if "threshold" in own and own["threshold"].shape == (len(grid), at.size):  # gossip: each member's own estimate
+        state["own"] = np.full((len(grid), node.user_ids.size), np.nan)
+        state["own"][:, at[at >= 0]] = own["threshold"][:, at >= 0]
+        state["delta"] = np.asarray(own["delta"], dtype=np.float64)
+    context.state["dynamics"] = record_of(**state)
     return state
+
+
+def _own_answer(node: NodeData, content: RecordDict, state: dict, grid: CellGrid) -> dict:
+    """The coordinator's answer for this node alone (``private``; {}: none, or it does not open)."""
+    if PRIVATE not in content:
+        return {}
+    try:
+        if not node.sealed:
+            return arrays_of(content[PRIVATE])
+        key = state.get(REPLY_KEY, np.empty(0, dtype=np.uint8)).astype(np.uint8).tobytes()
+        ctx = _answer_context(node, PRIVATE, int(content["round"]["round"]), grid)
+        return sealing.unpack(sealing.CollectiveKey(key).open(sealing.blob_of(content[PRIVATE]), ctx))
+    except (KeyError, ValueError, sealing.SealError) as exc:
+        _log.warning("evaluate.cells: the coordinator's answer for this node does not open (%s)", exc)
+        return {}
 
 
 def answers_evaluator(context: Context) -> bool:
@@ -691,6 +851,8 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None, *,
     # Most nodes have no candidate (member with y = 0): nothing can flip, whatever the thresholds.
     if len(grid) == 0 or (memory is not None and memory["index"].size == 0):
         return labels
+    if dynamics is not None and "own" in dynamics:  # gossip: each member's own threshold estimate
+        return _gossip_labels(node, content, grid, labels, memory, dynamics)
     signal = _signal(node, content, grid)
     if not signal.reachable:
         return labels
@@ -706,6 +868,28 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None, *,
         flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
     else:
         flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
+    rows = labels[1:, cand]
+    rows[flips] = 1
+    labels[1:, cand] = rows
+    return labels
+
+
+def _gossip_labels(node: NodeData, content: RecordDict, grid: CellGrid, labels, memory, dynamics) -> np.ndarray:
+    """Gossip: a candidate acting at the cell's alpha flips iff its key (noisy score with the
+    tie ticket folded in) reaches its own estimate, and it complies."""
+    from .decision import Threshold, decide
+
+    if memory is None:
+        raise ValueError("a report before query.scores: this node has no scores yet")
+    cand = memory["index"].astype(np.int64)
+    if not np.array_equal(dynamics["index"], cand):
+        raise ValueError("evaluate.cells: this round's participation is for other candidates than the scores")
+    own = dynamics["own"][:, cand]
+    delta = np.asarray(dynamics["delta"], dtype=np.float64)[grid.method_of]
+    keys = dynamics["noisy"][grid.method_of] + node.tie_tickets[cand][None, :] * delta[:, None]
+    eligible = dynamics["active"].astype(bool)[:, cand][grid.alpha_of]
+    flips = decide(keys, np.zeros(keys.shape), Threshold(own, np.where(np.isnan(own), np.nan, 0.0)), eligible=eligible)
+    flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
     rows = labels[1:, cand]
     rows[flips] = 1
     labels[1:, cand] = rows

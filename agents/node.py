@@ -7,7 +7,10 @@ the majority reference rows the collective may see, the two ticket keys (so it
 can recompute every ticket members send) and its identity token; users' files
 carry the token's SHA-256 digest, the coordinator's public identity. For sealing
 (:mod:`agents.sealing`) the coordinator's file holds its X25519 private key,
-users' files its public key, and every file the run's collective secret. Both are
+users' files its public key, and every file the run's collective secret. Many
+rounds with a graph (:mod:`agents.rounds`): the coordinator's file holds the
+members' graph (CSR ``graph_indptr``/``graph_indices`` over ``graph_ids``, the
+minority users' ids): the coordinator knows the collective's social graph. Both are
 ``.npz`` files read without pickle, written readable by their owner only
 (mode 0600; a folder this module creates for them is 0700).
 """
@@ -26,7 +29,7 @@ import numpy as np
 from .decision import TicketHolder
 from .errors import DataError
 from .protocol import ROLE_COORDINATOR, ROLE_USERS, CellGrid, token_digest
-from .rounds import RoundSettings
+from .rounds import MembersGraph, RoundSettings
 
 __all__ = ["CoordinatorData", "NodeData", "load_node_file", "new_coordinator_token", "token_digest",
            "write_coordinator_file", "write_users_file",
@@ -75,6 +78,7 @@ class CoordinatorData:
     private_key: bytes = b""  # its X25519 private key: opens what members seal (b"": unsealed run)
     collective_key: bytes = b""  # the run's collective secret: seals its answers to every member
     dynamics: RoundSettings | None = None  # many rounds (agents.rounds); None: the one-shot rule
+    graph: MembersGraph | None = None  # the members' graph (many rounds that read it)
 
     @property
     def sealed(self) -> bool:
@@ -104,7 +108,7 @@ def write_users_file(path, *, user_ids, X, a, y, membership_key, tie_key, cf_pro
 
 def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, membership_key=None, tie_key=None,
                            token: str = "", private_key: bytes = b"", collective_key: bytes = b"",
-                           dynamics: RoundSettings | None = None) -> Path:
+                           dynamics: RoundSettings | None = None, graph: MembersGraph | None = None) -> Path:
     flat = {f"param:{method}:{name}": np.array(value) for method, values in params.items()
             for name, value in values.items()}
     extra = {}
@@ -115,6 +119,10 @@ def write_coordinator_file(path, *, grid: CellGrid, params: dict, X_ref, y_ref, 
     extra.update(_key_arrays(private_key=private_key, collective_key=collective_key))
     if dynamics is not None:
         extra["dynamics"] = np.array(dynamics.to_json())
+    if graph is not None:  # plain int64 arrays: read back without pickle
+        extra.update(graph_ids=np.asarray(graph.user_ids, dtype=np.int64),
+                     graph_indptr=np.asarray(graph.indptr, dtype=np.int64),
+                     graph_indices=np.asarray(graph.indices, dtype=np.int64))
     return _write(path, dict(role=np.array(ROLE_COORDINATOR), **grid.to_arrays(), **flat, **extra,
                              X_ref=np.asarray(X_ref, dtype=np.float64), y_ref=np.asarray(y_ref).astype(np.int8)))
 
@@ -177,7 +185,8 @@ def load_node_file(path) -> NodeData | CoordinatorData:
                                    membership_key=keys[0], tie_key=keys[1],
                                    token=str(f["token"]) if "token" in f.files else "",
                                    private_key=_key(f, "private_key", path),
-                                   collective_key=_key(f, "collective_key", path), dynamics=_dynamics(f, path))
+                                   collective_key=_key(f, "collective_key", path), dynamics=_dynamics(f, path),
+                                   graph=_graph(f, path))
         if role != ROLE_USERS:
             raise ValueError(f"{path}: unknown node role {role!r}; allowed: {ROLE_USERS}, {ROLE_COORDINATOR}")
         keys = f["keys"]
@@ -189,6 +198,20 @@ def load_node_file(path) -> NodeData | CoordinatorData:
             coordinator_key=_key(f, "coordinator_key", path), collective_key=_key(f, "collective_key", path),
             dynamics=_dynamics(f, path),
         )
+
+
+def _graph(f, path) -> MembersGraph | None:
+    if "graph_ids" not in f.files:
+        return None
+    ids, indptr, indices = (f[k] for k in ("graph_ids", "graph_indptr", "graph_indices"))
+    n = ids.size
+    ok = all(a.ndim == 1 and a.dtype == np.int64 for a in (ids, indptr, indices)) and indptr.size == n + 1 and \
+        indptr[0] == 0 and indptr[-1] == indices.size and bool(np.all(np.diff(indptr) >= 0)) and \
+        (indices.size == 0 or (indices.min() >= 0 and indices.max() < n))
+    if not ok:
+        raise DataError(f"{path}: the members' graph is malformed; allowed: int64 graph_ids (n), graph_indptr "
+                        "(n + 1, from 0 to the number of indices, non-decreasing) and graph_indices (in [0, n))")
+    return MembersGraph(ids, indptr, indices)
 
 
 def _dynamics(f, path) -> RoundSettings | None:

@@ -14,11 +14,18 @@ decides for them, with the same functions:
   published for last round, their noisy scores and who complies;
 * the **coordinator half** (:func:`organiser_cutoffs`, :func:`seen_shares`):
   which members are organisers (published as one ticket cutoff per alpha, as
-  membership is) and the share of participants each member sees next round.
+  membership is) and the share of participants each member sees next round;
+* the **coordinator's graph** (:class:`MembersGraph`, :func:`graph_organisers`,
+  :func:`gossip_estimates`): with ``seen = "neighbours"``, most-connected
+  organisers or gossip, the coordinator holds the members' graph and computes
+  each member's neighbours' share, the organisers by degree, and gossip's
+  per-member threshold estimates with :func:`agents.gossip.gossip_thresholds`,
+  the code the vectorised model calls (gossip is simulated, not relayed: see
+  docs/federated.md, "Dynamics on Flower").
 
-Supported on a node: participation ``fixed`` and ``threshold`` with ``seen =
-"everyone"``, random organisers, compliance, dropout and score noise (see
-docs/federated.md, "Dynamics on Flower").
+Supported on a node: participation ``fixed`` and ``threshold`` (``seen``
+everyone or neighbours), random or most-connected organisers, coordination
+``coordinator`` or ``gossip``, compliance, dropout and score noise.
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ from . import participation as rules
 from .decision import user_tickets
 from .errors import DataError
 
-__all__ = ["PARTICIPATION_ON_NODES", "RoundSettings", "complies", "noisy", "organiser_count", "organiser_cutoffs",
-           "participate", "seen_shares"]
+__all__ = ["COORDINATION_ON_NODES", "MembersGraph", "PARTICIPATION_ON_NODES", "RoundSettings", "complies",
+           "fold_deltas", "gossip_estimates", "graph_organisers", "noisy", "organiser_count", "organiser_cutoffs",
+           "participate", "seen_shares", "threshold_errors"]
 
 PARTICIPATION_ON_NODES = ("fixed", "threshold")
+COORDINATION_ON_NODES = ("coordinator", "gossip")
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,11 @@ class RoundSettings:
     dropout_key: int = 0
     compliance_key: int = 0
     noise_key: int = 0
+    seen: str = "everyone"  # or "neighbours": the coordinator publishes each member's own share
+    organisers_by: str = "random"  # or "most-connected": the coordinator publishes the organisers' ids
+    coordination: str = "coordinator"  # or "gossip": simulated by the coordinator over the members' graph
+    gossip_steps: int = 30
+    gossip_bins: int = 256
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
@@ -70,10 +84,17 @@ class RoundSettings:
         except (ValueError, TypeError) as exc:
             raise DataError(f"{source}: dynamics settings do not parse ({exc}); allowed: the JSON prepare_run "
                             "writes") from None
-        if settings.participation not in PARTICIPATION_ON_NODES:
-            raise DataError(f"{source}: participation {settings.participation!r}; allowed: "
-                            f"{', '.join(PARTICIPATION_ON_NODES)}")
+        for name, allowed in (("participation", PARTICIPATION_ON_NODES), ("seen", ("everyone", "neighbours")),
+                              ("organisers_by", ("random", "most-connected")), ("coordination", COORDINATION_ON_NODES)):
+            if getattr(settings, name) not in allowed:
+                raise DataError(f"{source}: {name} {getattr(settings, name)!r}; allowed: {', '.join(allowed)}")
         return settings
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether the coordinator needs the members' graph."""
+        return (self.participation == "threshold" and self.seen == "neighbours") or \
+            self.organisers_by == "most-connected" or self.coordination == "gossip"
 
 
 def organiser_count(n_members: int, organisers) -> int:
@@ -117,7 +138,9 @@ def participate(settings: RoundSettings, round_: int, user_ids, members, organis
     else:
         thresholds = rules.normal_draws(user_ids, settings.threshold_key, mean=settings.threshold_mean,
                                         sd=settings.threshold_sd)
-        new = np.stack([rules.threshold_rule(thresholds, np.full(thresholds.shape, float(s)), j, leave=settings.leave)
+        # ``seen`` per alpha: one share for everyone, or (neighbours) one per user.
+        new = np.stack([rules.threshold_rule(thresholds, np.broadcast_to(np.asarray(s, dtype=np.float64),
+                                                                         thresholds.shape), j, leave=settings.leave)
                         for s, j in zip(seen, joined)]).reshape(members.shape) & members
     stay = rules.dropout(np.ones(np.shape(user_ids), dtype=bool), settings.dropout,
                          user_tickets(user_ids, rules.round_key(settings.dropout_key, round_)))
@@ -147,3 +170,109 @@ def seen_shares(acting_members: np.ndarray, n_members) -> np.ndarray:
     counts = np.asarray(acting_members, dtype=np.int64)
     n = np.asarray(n_members, dtype=np.int64)
     return np.array([c / m if m else 0.0 for c, m in zip(counts.tolist(), n.tolist())], dtype=np.float64)
+
+
+# ------------------------------------------------------------------ the coordinator's graph
+
+
+@dataclass(frozen=True)
+class MembersGraph:
+    """The graph among the minority's training users, as the coordinator's node file holds
+    it: CSR ``indptr``/``indices`` over ``user_ids`` (in the vectorised model's order, which
+    is also the order the model ranks members in)."""
+
+    user_ids: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    def positions(self, ids) -> np.ndarray:
+        """Each id's row in the graph (-1: not in it)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(self.user_ids, kind="stable")
+        at = np.searchsorted(self.user_ids[order], ids)
+        found = at < self.user_ids.size
+        found[found] = self.user_ids[order][at[found]] == ids[found]
+        out = np.full(ids.shape, -1, dtype=np.int64)
+        out[found] = order[at[found]]
+        return out
+
+    def among(self, ids):
+        """``(order, adjacency)``: the given users (ids of the graph) sorted into the graph's
+        order (``ids[order]``), and the graph among them in that order (scipy CSR)."""
+        from scipy import sparse
+
+        pos = self.positions(ids)
+        if (pos < 0).any():
+            raise ValueError("members missing from the members' graph")
+        order = np.argsort(pos, kind="stable")
+        n = self.user_ids.size
+        full = sparse.csr_matrix((np.ones(self.indices.size, dtype=np.int8), self.indices, self.indptr), shape=(n, n))
+        chosen = pos[order]
+        return order, full[chosen][:, chosen].tocsr()
+
+
+def graph_organisers(graph: MembersGraph, member_ids, organiser_tickets, organisers) -> np.ndarray:
+    """Coordinator, ``organisers_by = "most-connected"``: a mask over ``member_ids`` of the
+    ``organiser_count`` members with the most neighbours among the members, equal degrees
+    by organiser ticket (:func:`agents.participation.organisers`, as the vectorised model)."""
+    order, adjacency = graph.among(member_ids)
+    count = organiser_count(int(order.size), organisers)
+    chosen = rules.organisers(int(order.size), count, how="most-connected", adjacency=adjacency,
+                              tickets=np.asarray(organiser_tickets, dtype=np.float64)[order])
+    out = np.zeros(order.size, dtype=bool)
+    out[order[chosen]] = True
+    return out
+
+
+def fold_deltas(scores) -> np.ndarray:
+    """Per method, how far gossip's key folds the tie ticket in: half the smallest gap
+    between distinct scores of all candidates (1 when all are equal), so key = score +
+    ticket x delta orders candidates as (score, ticket) does (as the vectorised model)."""
+    out = []
+    for row in np.asarray(scores, dtype=np.float64):
+        gaps = np.diff(np.unique(row))
+        out.append(0.5 * float(gaps.min()) if gaps.size else 1.0)
+    return np.array(out, dtype=np.float64)
+
+
+def gossip_estimates(adjacency, active, keys, pool, fraction: float, *, steps: int, bins: int) -> np.ndarray:
+    """Each member's own estimate of the threshold key (NaN: none), by gossip among this
+    round's participants over the members' graph (members in the graph's order)."""
+    from .gossip import gossip_thresholds
+
+    idx = np.flatnonzero(active)
+    estimate = np.full(np.shape(active), np.nan)
+    if idx.size:
+        graph = adjacency[idx][:, idx].tocsr()
+        estimate[idx] = gossip_thresholds(graph, np.asarray(keys)[idx], np.asarray(pool)[idx], fraction,
+                                          steps=steps, bins=bins)
+    return estimate
+
+
+def threshold_errors(scores, ties, t_score, t_ticket, exact, m: int) -> tuple[float, float]:
+    """Mean |own threshold - exact threshold| over the pool's candidates holding a signal
+    (not NaN), in score units and in ranks (|how many of the pool reach the own threshold
+    - M|): the vectorised model's ``threshold_error`` and ``threshold_error_rank``."""
+    held = ~np.isnan(t_score)
+    if not held.any():
+        return math.nan, math.nan
+    own = t_score[held]
+    rank_error = float(np.abs(_ranks(scores, ties, own, t_ticket[held]) - m).mean())
+    comparable = np.isfinite(own) & math.isfinite(exact.score)
+    equal = own == exact.score
+    diffs = np.concatenate([np.abs(own[comparable] - exact.score), np.zeros(int((equal & ~comparable).sum()))])
+    return (float(diffs.mean()) if diffs.size else math.nan), rank_error
+
+
+def _ranks(scores, ties, t_score, t_ticket) -> np.ndarray:
+    """How many of the pool (``scores``, ``ties``) reach each threshold (score, ticket)."""
+    if not scores.size:
+        return np.zeros(t_score.shape, dtype=np.int64)
+    order = np.lexsort((ties, scores))
+    s, k = scores[order], ties[order]
+    values, dense = np.unique(s, return_inverse=True)
+    combined = dense + k
+    q = np.searchsorted(values, t_score, side="left")
+    present = (q < values.size) & (values[np.minimum(q, values.size - 1)] == t_score)
+    key = np.where(present, q + np.clip(t_ticket, 0.0, 1.0), q).astype(np.float64)
+    return s.size - np.searchsorted(combined, key, side="left")

@@ -44,7 +44,7 @@ from agents.protocol import (
 
 from .waves import Wire, copy_content
 
-__all__ = ["Coalition", "coalition_signal", "sign_up"]
+__all__ = ["Coalition", "addressed", "coalition_signal", "sign_up"]
 
 
 @dataclass
@@ -165,6 +165,17 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
     if coalition.impostors:
         summary.setdefault("dropped", {})["relay"] = {"impostor": coalition.impostors}
     return copy_content(answer, skip=("summary",)), summary
+
+
+def addressed(signal: RecordDict, node) -> RecordDict:
+    """What node ``node`` receives of the coordinator's answer: the records for every member,
+    and of the records for one node only (``private-<node>``, many rounds: sealed with that
+    node's own key) its own, as ``private``; the others' never reach it."""
+    own = f"private-{node}"
+    out = RecordDict({k: v for k, v in signal.items() if not k.startswith("private-") and k != "round"})
+    if own in signal:
+        out["private"] = signal[own]
+    return out
 
 
 def _summary(record) -> dict:

@@ -56,10 +56,10 @@ from agents.protocol import JOIN, REPORT, CellGrid
 
 from .evaluator import Evaluator
 from .firm import make_estimator
-from .relay import coalition_signal, sign_up
+from .relay import addressed, coalition_signal, sign_up
 from .reports import Intake, Registry, Schema, assemble, validate_replies
 from .training import TestSet, firm_design, train_cells
-from .waves import Wire, copy_content, skip_empty_inbox_scans, wait_for_nodes
+from .waves import Wire, skip_empty_inbox_scans, wait_for_nodes
 
 __all__ = ["MODES", "RUN_CONFIG", "FirmSpec", "ReportedFirm", "RunSettings", "app", "load_firm_spec", "run_rounds",
            "write_firm_spec"]
@@ -260,7 +260,7 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
         signal, summary = coalition_signal(wire, coalition, cells, every_round=bool(spec.scenario.get("dynamics")))
         users = coalition.users
         t1 = time.perf_counter()
-        got = wire.wave({n: copy_content(signal) for n in users}, role.message_type)
+        got = wire.wave({n: addressed(signal, n) for n in users}, role.message_type)
         intake = validate_replies([(n, r.content) for n, r in got.items()], n_features=spec.n_features,
                                   n_label_rows=role.n_label_rows, known_ids=spec.customer_ids, schema=schema,
                                   registry=registry)

@@ -686,9 +686,7 @@ class DynamicsConfig(_Section):
         """What of this ``[dynamics]`` the Flower backend cannot run yet (None: it can)."""
         checks = (
             ("participation", self.participation in ("fixed", "threshold")),
-            ("seen", self.seen == "everyone"),
-            ("organisers_by", self.organisers_by == "random"),
-            ("coordination", self.coordination == ("coordinator",)),
+            ("coordination", self.coordination in (("coordinator",), ("gossip",))),
             ("reports", self.reports == "replace"),
             ("staleness", self.staleness == 0),
             ("reference_per_member", self.reference_per_member == "all"),
@@ -703,9 +701,10 @@ class DynamicsConfig(_Section):
             bad = self.flower_unsupported(scenario)
             if bad:
                 _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
-                             "or 'threshold' (seen = 'everyone'), organisers_by = 'random', coordination = "
-                             "'coordinator', reports = 'replace', staleness = 0, reference_per_member = \"all\", "
-                             "compliance, dropout, score_noise, "
+                             "or 'threshold' (seen = 'everyone' or 'neighbours'), organisers_by = 'random' or "
+                             "'most-connected', one coordination, 'coordinator' or 'gossip', reports = 'replace', "
+                             "staleness = 0, reference_per_member = \"all\", compliance, dropout, "
+                             "score_noise, "
                              "with [engine] warm_start = false (the evaluator retrains every cell from scratch) and "
                              "[dynamics] rounds (not [flower] rounds); or backend = 'vectorised' (docs/federated.md, "
                              "'Dynamics on Flower')")

@@ -28,7 +28,7 @@ from agents.errors import ConfigError, DataError
 from agents.node import new_coordinator_token, token_digest, write_coordinator_file, write_users_file
 from agents.node import write_invitation
 from agents.protocol import EVALUATE, REPORT, CellGrid
-from agents.rounds import RoundSettings
+from agents.rounds import MembersGraph, RoundSettings
 from agents.sealing import new_key_pair, new_secret
 from server.server_app import write_firm_spec
 
@@ -131,10 +131,11 @@ def _write_run(scenario, run_dir: Path, world, k: int, *, sealed: bool = True, r
             cf_proba=None if p.cf_proba_train is None else p.cf_proba_train[rows], **dynamics,
         ))
     c = scenario.collective
+    graph = members_graph(scenario, world) if dynamics and dynamics["dynamics"].uses_graph else None
     files.append(write_coordinator_file(
         run_dir / "nodes" / f"node-{len(files)}.npz", grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params(),
         X_ref=p.X_train[world.reference], y_ref=p.y_train[world.reference], **keys, token=token,
-        private_key=private, collective_key=collective, **dynamics,
+        private_key=private, collective_key=collective, graph=graph, **dynamics,
     ))
     firm = run_dir / "firm.npz"  # the firm's test set: created 0600 before write_firm_spec fills it
     fd = os.open(firm, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
@@ -165,7 +166,30 @@ def round_settings(scenario, seed: int) -> RoundSettings:
                          threshold_sd=float(d.threshold_sd), leave=bool(d.leave), organisers=d.organisers,
                          compliance=float(d.compliance), dropout=float(d.dropout), score_noise=float(d.score_noise),
                          threshold_key=keys.threshold, organisers_key=keys.organisers, dropout_key=keys.dropout,
-                         compliance_key=keys.compliance, noise_key=keys.noise)
+                         compliance_key=keys.compliance, noise_key=keys.noise, seen=d.seen,
+                         organisers_by=d.organisers_by, coordination=d.coordination[0],
+                         gossip_steps=int(d.gossip_steps), gossip_bins=int(d.gossip_bins))
+
+
+def members_graph(scenario, world) -> MembersGraph | None:
+    """The members' graph of a ``[dynamics]`` scenario, drawn from the seed's graph stream
+    exactly as :class:`simulations.dynamics.CollectiveDynamics` draws it (the same code:
+    its setup), over the minority's user ids in the model's order."""
+    from server.firm import make_estimator
+
+    from ..dynamics import CollectiveDynamics
+    from ..state import RunState
+
+    c = scenario.collective
+    state = RunState(round=0, world=world, grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params())
+    model = CollectiveDynamics(scenario, state, estimator=make_estimator(random_state=0), setup_only=True)
+    if model.graph is None:  # "complete": everyone sees everyone, degrees are equal
+        return None
+    adjacency = model.graph.tocsr()
+    adjacency.eliminate_zeros()
+    adjacency.sort_indices()
+    return MembersGraph(np.asarray(world.user_ids[model.minority], dtype=np.int64),
+                        adjacency.indptr.astype(np.int64), adjacency.indices.astype(np.int64))
 
 
 def _private_dir(path: Path, *, chmod: bool) -> None:
@@ -260,7 +284,7 @@ def rounds_frame(scenario, dataset, seed: int, results: dict) -> pd.DataFrame:
         r = results["rounds"][index]
         coalition, metrics = r["coalition"], r["metrics"]
         common = {**config, "seed": seed, "n_train": r["n_train"], "n_minority": r["n_minority"]}
-        head = {"coordination": "coordinator", "round": r["round"]}
+        head = {"coordination": scenario.dynamics.coordination[0], "round": r["round"]}
         base = {name: 0 for name in DYNAMICS_COLUMNS}
         base.update(participant_share=0.0, threshold=np.nan, threshold_error=np.nan, threshold_error_rank=np.nan,
                     benefit_participants=np.nan, benefit_free_riders=np.nan, benefit_minority=0.0,
@@ -274,14 +298,20 @@ def rounds_frame(scenario, dataset, seed: int, results: dict) -> pd.DataFrame:
                 "m", cell.index)
             flips = int(r["flips"][cell.index])
             error = 0.0 if pool else np.nan
+            errors = (error, error)
+            reached = participants
+            if "reached" in coalition:  # gossip: the coordinator's simulation says who got an estimate, how good
+                reached = coalition["reached"][cell.index]
+                errors = tuple(float(coalition[key][cell.index]) if coalition[key][cell.index] is not None else np.nan
+                               for key in ("threshold_error", "threshold_error_rank"))
             extra = {
                 "eligible": get("n_members", cell.alpha_index), "organisers": get("organisers", cell.alpha_index),
                 "participants": participants, "participant_share": float(participants / max(1, r["n_minority"])),
                 "dropouts": get("dropouts", cell.alpha_index), "free_riders": 0, "candidates": pool,
-                "members_reached": participants, "m": m, "intended_flips": get("intended", cell.index),
+                "members_reached": reached, "m": m, "intended_flips": get("intended", cell.index),
                 "flips": flips, "flips_minus_m": flips - int(m),
                 "threshold": float(coalition["score"][cell.index]) if "score" in coalition else np.nan,
-                "threshold_error": error, "threshold_error_rank": error, "benefit_participants": np.nan,
+                "threshold_error": errors[0], "threshold_error_rank": errors[1], "benefit_participants": np.nan,
                 "benefit_free_riders": np.nan, "benefit_minority": np.nan, "retrain_seconds": np.nan,
             }
             rows.append({**common, **head, **{k: columns[k] for k in ("method", "alpha", "budget", "budget_kind")},
