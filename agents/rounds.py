@@ -251,8 +251,9 @@ def gossip_estimates(adjacency, active, keys, pool, fraction: float, *, steps: i
 
 def threshold_errors(scores, ties, t_score, t_ticket, exact, m: int) -> tuple[float, float]:
     """Mean |own threshold - exact threshold| over the pool's candidates holding a signal
-    (not NaN), in score units and in ranks (|how many of the pool reach the own threshold
-    - M|): the vectorised model's ``threshold_error`` and ``threshold_error_rank``."""
+    (not NaN), in score units (where both are finite or equal) and in ranks (|how many of the pool
+    reach the own threshold - M|): ``threshold_error`` and ``threshold_error_rank`` of
+    rounds.csv, on both backends (:mod:`simulations.dynamics` calls this one)."""
     held = ~np.isnan(t_score)
     if not held.any():
         return math.nan, math.nan
@@ -270,6 +271,8 @@ def _ranks(scores, ties, t_score, t_ticket) -> np.ndarray:
         return np.zeros(t_score.shape, dtype=np.int64)
     order = np.lexsort((ties, scores))
     s, k = scores[order], ties[order]
+    # Every pool member as one sortable number: the dense rank of its score plus its
+    # tie ticket in [0, 1) (ranks are exact; within a score, tickets order as numbers).
     values, dense = np.unique(s, return_inverse=True)
     combined = dense + k
     q = np.searchsorted(values, t_score, side="left")

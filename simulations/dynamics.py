@@ -177,7 +177,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents import participation as rules
-from agents.rounds import organiser_count
+from agents.rounds import organiser_count, threshold_errors
 from agents.decision import Threshold, coalition_threshold, decide, relabel, stream_key, user_tickets
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
@@ -294,37 +294,6 @@ def _gap(metrics: dict) -> float:
 
 def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else math.nan
-
-
-def _threshold_errors(scores, ties, t_score, t_ticket, exact: Threshold, m: int) -> tuple[float, float]:
-    """Mean |own threshold - exact threshold| over the pool's candidates holding a signal
-    (not NaN), in score units (where both are finite or equal) and in ranks (|how many of
-    the pool reach the own threshold - M|)."""
-    held = ~np.isnan(t_score)
-    if not held.any():
-        return math.nan, math.nan
-    own = t_score[held]
-    rank_error = float(np.abs(_ranks(scores, ties, own, t_ticket[held]) - m).mean())
-    comparable = np.isfinite(own) & math.isfinite(exact.score)
-    equal = own == exact.score
-    diffs = np.concatenate([np.abs(own[comparable] - exact.score), np.zeros(int((equal & ~comparable).sum()))])
-    return (float(diffs.mean()) if diffs.size else math.nan), rank_error
-
-
-def _ranks(scores: np.ndarray, ties: np.ndarray, t_score: np.ndarray, t_ticket: np.ndarray) -> np.ndarray:
-    """How many of the pool (``scores``, ``ties``) reach each threshold (score, ticket)."""
-    if not scores.size:
-        return np.zeros(t_score.shape, dtype=np.int64)
-    order = np.lexsort((ties, scores))
-    s, k = scores[order], ties[order]
-    # Every pool member as one sortable number: the dense rank of its score plus its
-    # tie ticket in [0, 1) (ranks are exact; within a score, tickets order as numbers).
-    values, dense = np.unique(s, return_inverse=True)
-    combined = dense + k
-    q = np.searchsorted(values, t_score, side="left")
-    present = (q < values.size) & (values[np.minimum(q, values.size - 1)] == t_score)
-    key = np.where(present, q + np.clip(t_ticket, 0.0, 1.0), q).astype(np.float64)
-    return s.size - np.searchsorted(combined, key, side="left")
 
 
 @dataclass
@@ -673,7 +642,7 @@ class CollectiveDynamics:
         # NaN thresholds compare False: a candidate without a signal does not flip.
         intended = decide(keys, ties, Threshold(*signal), eligible=pool)
         flips = intended & complies[m.local]
-        error, rank_error = _threshold_errors(keys[pool], ties[pool], signal[0][pool], signal[1][pool], exact, M)
+        error, rank_error = threshold_errors(keys[pool], ties[pool], signal[0][pool], signal[1][pool], exact, M)
         tr.joined, tr.active = joined, active
         tr.row = {
             "eligible": m.n, "organisers": int(m.organisers.sum()), "participants": int(active.sum()),
