@@ -148,3 +148,40 @@ def test_flower_on_a_graph_gives_the_vectorised_rounds(keys, k, dataset, tmp_pat
         assert cells["threshold"].isna().all()
         assert (cells["threshold_error_rank"] > 0).any()
         assert (cells["flips"] != cells["m"]).any()
+
+
+# End to end (issue 9): `collective-fairness run --backend flower` on a real simulation SuperLink
+# with Ray actors, 8 nodes of 10 users + the coordinator, against `--backend vectorised`.
+RAY = {"rounds": 3, "participation": "threshold", "seen": "neighbours", "threshold_mean": 0.15,
+       "threshold_sd": 0.15, "organisers": 0.1, "compliance": 0.8, "score_noise": 0.05, "dropout": 0.1,
+       "graph": {"kind": "erdos-renyi", "mean_degree": 4}}
+
+
+@pytest.mark.slow
+def test_the_cli_on_ray_writes_the_vectorised_rounds_csv(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import tomli_w
+
+    path = tmp_path / "ray.toml"
+    path.write_text(tomli_w.dumps({**BASE, "name": "toy-flower-dynamics-ray", "dynamics": RAY,
+                                   "flower": {"agents-per-node": 10, "num-cpus": 2, "timeout": 120.0}}))
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    for backend in ("flower", "vectorised"):
+        proc = subprocess.run([sys.executable, "-m", "simulations.cli", "run", str(path), "--backend", backend,
+                               "--out", str(tmp_path / backend), "--no-plots", "--quiet"],
+                              capture_output=True, text=True, env=env, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    got, expected = (pd.read_csv(tmp_path / name / "rounds.csv") for name in ("flower", "vectorised"))
+    assert_same_rounds(got, expected)
+    cells = got[got["method"] != "base"]
+    assert sorted(got["round"].unique()) == [1, 2, 3]
+    assert (cells["flips"] < cells["intended_flips"]).any()  # compliance 0.8
+    assert cells.groupby("round")["participants"].sum().diff().abs().sum() > 0
+    assert (cells["organisers"] > 0).all() and (cells["dropouts"] > 0).any()
+    # The federation's last round is also runs.csv's, as on the vectorised backend.
+    runs = [pd.read_csv(tmp_path / name / "runs.csv") for name in ("flower", "vectorised")]
+    assert list(runs[0]["flips"]) == list(runs[1]["flips"])
