@@ -477,7 +477,7 @@ def coordinate(msg: Message, context: Context) -> Message:
         else:
             raise ValueError("query.coordinate repeat before any member sent scores")
         if node.dynamics is not None and stage == STAGE_THRESHOLDS:
-            return _dynamics_answer(node, msg, grid, memory, signed, cands, allowed, bounds)
+            return _dynamics_answer(node, msg, grid, memory, signed, cands, allowed, bounds, context)
         signal = rule.publish(grid, memory["cutoffs"], memory["n_members"], cands["member_tickets"],
                               cands["tie_tickets"], cands["scores"])
         dropped = {k: v for k, v in (*signed.items(), *cands.items()) if k.startswith("dropped:")}
@@ -493,7 +493,7 @@ PRIVATE = "private"  # the coordinator's answer for one node only (its members' 
 
 
 def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory: dict, signed: dict, cands: dict,
-                     allowed: dict, bounds: dict) -> Message:
+                     allowed: dict, bounds: dict, context: Context) -> Message:
     """Many rounds: this round's pools hold the candidates who act at each alpha (from the
     members' sealed participation flags, screened as their scores are); the answer adds the
     share of participants every member sees next round (``seen``); the summary adds
@@ -523,10 +523,26 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
     acting[:, at >= 0] = active[:, at[at >= 0]]
     private: dict[str, np.ndarray] = {}  # per member (columns of ``ids``), one row per alpha or cell
     extra: dict[str, np.ndarray] = {}
+    cand_of = _find(cand_ids, ids)
     if settings.coordination == "gossip" and graph is not None:
         signal, intended, private["threshold"], extra = _gossip_round(node, grid, cutoffs, n_members, ids, member,
-                                                                       active, cands, _find(cand_ids, ids))
+                                                                       active, cands, cand_of)
         private["delta"] = None  # one per method, the same for every node
+        if settings.staleness > 0:  # members act on their estimates of ``staleness`` rounds ago
+            keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of, fold=True)
+            own = _stale(context, ids, (private["threshold"], np.where(np.isnan(private["threshold"]), np.nan, 0.0)),
+                         settings.staleness)
+            private["threshold"] = own[0]
+            intended, extra["threshold_error"], extra["threshold_error_rank"] = _member_decisions(grid, keys, ties,
+                                                                                                  pool, own)
+    elif settings.coordination == "reach" or settings.staleness > 0:
+        signal, own, reached = _member_signals(node, grid, memory, ids, member, active, cands, cand_of)
+        keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of)
+        if settings.staleness > 0:
+            own = _stale(context, ids, own, settings.staleness)
+        private["threshold"], private["ticket"] = own
+        intended, error, rank_error = _member_decisions(grid, keys, ties, pool, own)
+        extra = {"reached": reached, "threshold_error": error, "threshold_error_rank": rank_error}
     else:
         signal = rule.publish(grid, cutoffs, n_members, cands["member_tickets"], cands["tie_tickets"],
                               cands["scores"], participating=acting)
@@ -559,6 +575,96 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
                                     organisers=memory.get("n_organisers", np.zeros(k, dtype=np.int64)),
                                     intended=intended, **extra),
                   **records)
+
+
+def _member_keys(grid: CellGrid, ids, active, cands, cand_of, *, fold: bool = False):
+    """Per cell (rows) and member (columns of ``ids``): each candidate's key (its noisy score;
+    ``fold``: gossip's, the tie ticket folded in, ties then 0), tie ticket and whether it is in
+    the cell's pool (acting at the cell's alpha). NaN keys: members who are not candidates."""
+    n, has = len(grid), cand_of >= 0
+    scores = cands["scores"]
+    ticket = cands["tie_tickets"]
+    if fold:
+        scores = scores + ticket[None, :] * rounds.fold_deltas(scores)[:, None]
+        ticket = np.zeros_like(ticket)
+    keys, ties = np.full((n, ids.size), np.nan), np.full((n, ids.size), np.nan)
+    keys[:, has] = scores[grid.method_of][:, cand_of[has]]
+    ties[:, has] = ticket[cand_of[has]][None, :]
+    pool = np.asarray(active, dtype=bool)[grid.alpha_of] & has[None, :]
+    return keys, ties, pool
+
+
+def _member_signals(node: CoordinatorData, grid: CellGrid, memory: dict, ids, member, active, cands, cand_of):
+    """Coordination ``coordinator`` or ``reach`` with a signal per member (reach, or stale
+    signals): the public signal (its threshold: the one the coordinator publishes, for
+    ``reach`` the reached pool's), each member's own threshold per cell (score, ticket; NaN:
+    no signal) and the participants reached per cell, as the vectorised model's ``_coordinate``."""
+    from .decision import coalition_threshold
+    from .protocol import Signal, budget_count
+
+    settings, n, k = node.dynamics, len(grid), len(memory["cutoffs"])
+    keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of)
+    reached = np.asarray(active, dtype=bool).copy()  # per alpha
+    if settings.coordination == "reach":
+        org = member & (user_tickets(ids, settings.organisers_key)[None, :] <= memory["organisers"][:, None])
+        if "organiser_ids" in memory:
+            parts = np.split(memory["organiser_ids"].astype(np.int64), np.cumsum(memory["organiser_counts"])[:-1])
+            org |= member & np.stack([np.isin(ids, p) for p in parts])
+        for i in range(k):
+            cols = np.flatnonzero(member[i])
+            order, adjacency = (np.arange(cols.size), None) if node.graph is None else node.graph.among(ids[cols])
+            cols = cols[order]
+            reached[i] = False
+            reached[i, cols] = rounds.reached(adjacency, active[i, cols], org[i, cols], settings.hops)
+    own_s, own_t = np.full((n, ids.size), np.nan), np.full((n, ids.size), np.nan)
+    score, ticket = np.empty(n), np.empty(n)
+    pool_size, m_out = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for cell in grid:
+        i, c, heard = cell.alpha_index, cell.index, pool[cell.index] & reached[cell.alpha_index]
+        pool_size[c] = int(pool[c].sum())
+        m_out[c] = budget_count(cell.budget, int(pool_size[c]))
+        t = coalition_threshold(keys[c, heard], ties[c, heard], budget_count(cell.budget, int(heard.sum())))
+        own_s[c, reached[i]], own_t[c, reached[i]], score[c], ticket[c] = t.score, t.ticket, t.score, t.ticket
+    signal = Signal(np.asarray(memory["cutoffs"], dtype=np.float64), score, ticket,
+                    np.asarray(memory["n_members"], dtype=np.int64), pool_size, m_out)
+    return signal, (own_s, own_t), reached[grid.alpha_of].sum(axis=1).astype(np.int64)
+
+
+def _stale(context: Context, ids, own, lag: int):
+    """The members' signals of ``lag`` rounds ago (NaN: no signal then, or none published
+    that long ago yet), from the history the coordinator keeps in its state; this round's
+    are pushed first (the vectorised model's ``SignalHistory``)."""
+    history = arrays_of(context.state["coordinator-signals"]) if "coordinator-signals" in context.state else {}
+    entries = [(history[f"ids-{j}"], history[f"score-{j}"], history[f"ticket-{j}"])
+               for j in range(len([key for key in history if key.startswith("ids-")]))]
+    entries = (entries + [(np.asarray(ids, dtype=np.int64), *own)])[-(lag + 1):]
+    context.state["coordinator-signals"] = record_of(**{f"{name}-{j}": v for j, entry in enumerate(entries)
+                                                       for name, v in zip(("ids", "score", "ticket"), entry)})
+    out = (np.full(own[0].shape, np.nan), np.full(own[1].shape, np.nan))
+    if len(entries) <= lag:
+        return out
+    then, score, ticket = entries[0]
+    at = _find(np.asarray(then, dtype=np.int64), np.asarray(ids, dtype=np.int64))
+    out[0][:, at >= 0], out[1][:, at >= 0] = score[:, at[at >= 0]], ticket[:, at[at >= 0]]
+    return out
+
+
+def _member_decisions(grid: CellGrid, keys, ties, pool, own):
+    """Per cell: the pool's intended flips on each member's own threshold, and the threshold
+    errors against the exact threshold of this round's pool (:func:`agents.rounds.threshold_errors`)."""
+    from .decision import Threshold, coalition_threshold, decide
+    from .protocol import budget_count
+
+    n = len(grid)
+    intended = np.zeros(n, dtype=np.int64)
+    error, rank_error = np.full(n, np.nan), np.full(n, np.nan)
+    for cell in grid:
+        c, p = cell.index, pool[cell.index]
+        m = budget_count(cell.budget, int(p.sum()))
+        exact = coalition_threshold(keys[c, p], ties[c, p], m)
+        intended[c] = int(decide(keys[c], ties[c], Threshold(own[0][c], own[1][c]), eligible=p).sum())
+        error[c], rank_error[c] = rounds.threshold_errors(keys[c, p], ties[c, p], own[0][c, p], own[1][c, p], exact, m)
+    return intended, error, rank_error
 
 
 def _find(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
@@ -798,10 +904,19 @@ def _round_state(node: NodeData, content: RecordDict, context: Context) -> dict 
     at = _find(node.user_ids, np.asarray(own.get("user_ids", np.empty(0)), dtype=np.int64))
     if "seen" in own and own["seen"].shape == (state["seen"].shape[0], at.size):  # each member's neighbours' share
         state["seen"][:, at[at >= 0]] = own["seen"][:, at >= 0]
-    if "threshold" in own and own["threshold"].shape == (len(grid), at.size):  # gossip: each member's own estimate
+    if "threshold" in own and own["threshold"].shape == (len(grid), at.size) and "ticket" in own:
+        # reach, stale signals: each member's own threshold (score, ticket; NaN: no signal)
+        for key, name in (("threshold", "own_score"), ("ticket", "own_ticket")):
+            state[name] = np.full((len(grid), node.user_ids.size), np.nan)
+            state[name][:, at[at >= 0]] = np.asarray(own[key], dtype=np.float64)[:, at >= 0]
+    elif "threshold" in own and own["threshold"].shape == (len(grid), at.size):  # gossip: each member's own estimate
         state["own"] = np.full((len(grid), node.user_ids.size), np.nan)
         state["own"][:, at[at >= 0]] = own["threshold"][:, at >= 0]
         state["delta"] = np.asarray(own["delta"], dtype=np.float64)
+    elif grid is not None and node.dynamics.coordination != "gossip" and (
+            node.dynamics.coordination == "reach" or node.dynamics.staleness > 0):
+        # A signal per member that did not come (or does not open): nobody here acts.
+        state["own_score"] = state["own_ticket"] = np.full((len(grid), node.user_ids.size), np.nan)
     context.state["dynamics"] = record_of(**state)
     return state
 
@@ -853,6 +968,8 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None, *,
         return labels
     if dynamics is not None and "own" in dynamics:  # gossip: each member's own threshold estimate
         return _gossip_labels(node, content, grid, labels, memory, dynamics)
+    if dynamics is not None and "own_score" in dynamics:  # reach, stale signals: each member's own threshold
+        return _own_labels(node, content, grid, labels, memory, dynamics)
     signal = _signal(node, content, grid)
     if not signal.reachable:
         return labels
@@ -889,6 +1006,28 @@ def _gossip_labels(node: NodeData, content: RecordDict, grid: CellGrid, labels, 
     keys = dynamics["noisy"][grid.method_of] + node.tie_tickets[cand][None, :] * delta[:, None]
     eligible = dynamics["active"].astype(bool)[:, cand][grid.alpha_of]
     flips = decide(keys, np.zeros(keys.shape), Threshold(own, np.where(np.isnan(own), np.nan, 0.0)), eligible=eligible)
+    flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
+    rows = labels[1:, cand]
+    rows[flips] = 1
+    labels[1:, cand] = rows
+    return labels
+
+
+def _own_labels(node: NodeData, content: RecordDict, grid: CellGrid, labels, memory, dynamics) -> np.ndarray:
+    """Reach or stale signals: a candidate acting at the cell's alpha flips iff its (noisy
+    score, tie ticket) reaches its own threshold (none: it does not act), and it complies."""
+    from .decision import Threshold, decide
+
+    if memory is None:
+        raise ValueError("a report before query.scores: this node has no scores yet")
+    cand = memory["index"].astype(np.int64)
+    if not np.array_equal(dynamics["index"], cand):
+        raise ValueError("evaluate.cells: this round's participation is for other candidates than the scores")
+    keys = dynamics["noisy"][grid.method_of]
+    ties = np.broadcast_to(node.tie_tickets[cand][None, :], keys.shape)
+    eligible = dynamics["active"].astype(bool)[:, cand][grid.alpha_of]
+    flips = decide(keys, ties, Threshold(dynamics["own_score"][:, cand], dynamics["own_ticket"][:, cand]),
+                   eligible=eligible)
     flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
     rows = labels[1:, cand]
     rows[flips] = 1

@@ -25,7 +25,9 @@ decides for them, with the same functions:
 
 Supported on a node: participation ``fixed`` and ``threshold`` (``seen``
 everyone or neighbours), random or most-connected organisers, coordination
-``coordinator`` or ``gossip``, compliance, dropout and score noise.
+``coordinator``, ``reach`` (:func:`reached`, with ``hops``) or ``gossip``,
+``staleness`` (the coordinator keeps each member's signals and sends the one of
+``staleness`` rounds ago), compliance, dropout and score noise.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ from .errors import DataError
 
 __all__ = ["COORDINATION_ON_NODES", "MembersGraph", "PARTICIPATION_ON_NODES", "RoundSettings", "complies",
            "fold_deltas", "gossip_estimates", "graph_organisers", "noisy", "organiser_count", "organiser_cutoffs",
-           "participate", "seen_shares", "threshold_errors"]
+           "participate", "reached", "seen_shares", "threshold_errors"]
 
 PARTICIPATION_ON_NODES = ("fixed", "threshold")
-COORDINATION_ON_NODES = ("coordinator", "gossip")
+COORDINATION_ON_NODES = ("coordinator", "reach", "gossip")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class RoundSettings:
     coordination: str = "coordinator"  # or "gossip": simulated by the coordinator over the members' graph
     gossip_steps: int = 30
     gossip_bins: int = 256
+    hops: int = 1  # reach: the coordinator reaches participants within hops of a participating organiser
+    staleness: int = 0  # members act on the signal of this many rounds ago (the coordinator keeps them)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
@@ -94,7 +98,7 @@ class RoundSettings:
     def uses_graph(self) -> bool:
         """Whether the coordinator needs the members' graph."""
         return (self.participation == "threshold" and self.seen == "neighbours") or \
-            self.organisers_by == "most-connected" or self.coordination == "gossip"
+            self.organisers_by == "most-connected" or self.coordination in ("reach", "gossip")
 
 
 def organiser_count(n_members: int, organisers) -> int:
@@ -247,6 +251,31 @@ def gossip_estimates(adjacency, active, keys, pool, fraction: float, *, steps: i
         estimate[idx] = gossip_thresholds(graph, np.asarray(keys)[idx], np.asarray(pool)[idx], fraction,
                                           steps=steps, bins=bins)
     return estimate
+
+
+def reached(adjacency, active, organisers, hops: int) -> np.ndarray:
+    """Coordination ``reach``: the participants within ``hops`` of a participating organiser,
+    over the participants' graph (``adjacency`` None: the complete graph), breadth first
+    from the organisers, as the vectorised model reaches them."""
+    active = np.asarray(active, dtype=bool)
+    out = np.asarray(organisers, dtype=bool) & active
+    if not out.any():
+        return out
+    if adjacency is None:
+        return active.copy() if hops >= 1 else out
+    idx = np.flatnonzero(active)
+    graph = adjacency[idx][:, idx].tocsr()
+    frontier = out[idx].astype(np.int8)
+    seen = frontier.astype(bool)
+    for _ in range(int(hops)):
+        new = ((graph @ frontier) > 0) & ~seen
+        if not new.any():
+            break
+        seen |= new
+        frontier = new.astype(np.int8)
+    out = np.zeros(active.shape, dtype=bool)
+    out[idx[seen]] = True
+    return out
 
 
 def threshold_errors(scores, ties, t_score, t_ticket, exact, m: int) -> tuple[float, float]:

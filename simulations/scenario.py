@@ -686,9 +686,8 @@ class DynamicsConfig(_Section):
         """What of this ``[dynamics]`` the Flower backend cannot run yet (None: it can)."""
         checks = (
             ("participation", self.participation in ("fixed", "threshold")),
-            ("coordination", self.coordination in (("coordinator",), ("gossip",))),
+            ("coordination", len(self.coordination) == 1),
             ("reports", self.reports == "replace"),
-            ("staleness", self.staleness == 0),
             ("reference_per_member", self.reference_per_member == "all"),
             ("[engine] warm_start", not scenario.engine.warm_start),
             ("[flower] rounds", scenario.flower.rounds == FlowerConfig.rounds),  # [dynamics] rounds counts them
@@ -702,8 +701,8 @@ class DynamicsConfig(_Section):
             if bad:
                 _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
                              "or 'threshold' (seen = 'everyone' or 'neighbours'), organisers_by = 'random' or "
-                             "'most-connected', one coordination, 'coordinator' or 'gossip', reports = 'replace', "
-                             "staleness = 0, reference_per_member = \"all\", compliance, dropout, "
+                             "'most-connected', one coordination, 'coordinator', 'reach' (hops) or 'gossip', "
+                             "reports = 'replace', staleness, reference_per_member = \"all\", compliance, dropout, "
                              "score_noise, "
                              "with [engine] warm_start = false (the evaluator retrains every cell from scratch) and "
                              "[dynamics] rounds (not [flower] rounds); or backend = 'vectorised' (docs/federated.md, "

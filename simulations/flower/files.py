@@ -168,7 +168,8 @@ def round_settings(scenario, seed: int) -> RoundSettings:
                          threshold_key=keys.threshold, organisers_key=keys.organisers, dropout_key=keys.dropout,
                          compliance_key=keys.compliance, noise_key=keys.noise, seen=d.seen,
                          organisers_by=d.organisers_by, coordination=d.coordination[0],
-                         gossip_steps=int(d.gossip_steps), gossip_bins=int(d.gossip_bins))
+                         gossip_steps=int(d.gossip_steps), gossip_bins=int(d.gossip_bins), hops=int(d.hops),
+                         staleness=int(d.staleness))
 
 
 def members_graph(scenario, world) -> MembersGraph | None:

@@ -91,10 +91,8 @@ def test_rounds_csv_through_the_runner_equals_the_vectorised_one(dataset, tmp_pa
 
 @pytest.mark.parametrize("change, named", [
     ({"participation": "benefit-cost"}, "participation"),
-    ({"coordination": "reach", "organisers": 2, "graph": {"kind": "erdos-renyi", "mean_degree": 3}}, "coordination"),
     ({"coordination": ["coordinator", "gossip"], "graph": {"kind": "erdos-renyi", "mean_degree": 3}}, "coordination"),
     ({"reports": "accumulate"}, "reports"),
-    ({"staleness": 1}, "staleness"),
 ])
 def test_what_flower_cannot_run_is_one_line_naming_what_it_can(change, named):
     with pytest.raises(ConfigError) as err:
@@ -120,6 +118,32 @@ def test_node_files_carry_the_dynamics_settings_privately(dataset, tmp_path):
         assert path.stat().st_mode & 0o777 == 0o600
         with np.load(path, allow_pickle=False) as f:  # plain arrays, no pickle
             assert f["dynamics"].dtype.kind == "U"
+
+
+# Reach and stale signals (issue 9): the coordinator gives each member its own threshold,
+# sealed for its node (reach: only the participants within hops of a participating organiser,
+# with their pool's threshold; staleness: the one it held k rounds ago, none yet in round 1).
+REACH = {"rounds": 3, "participation": "fixed", "organisers": 3, "coordination": "reach", "hops": 1,
+         "score_noise": 0.05, "dropout": 0.2, "compliance": 0.8, "graph": {"kind": "erdos-renyi", "mean_degree": 3}}
+STALE = {**FIXED, "staleness": 1, "score_noise": 0.05}
+STALE_GOSSIP = {"rounds": 3, "participation": "fixed", "coordination": "gossip", "gossip_steps": 12, "gossip_bins": 16,
+                "staleness": 1, "dropout": 0.2, "score_noise": 0.05, "graph": {"kind": "watts-strogatz", "k": 4, "p": 0.2}}
+
+
+@pytest.mark.parametrize("keys", [REACH, STALE, STALE_GOSSIP], ids=["reach", "staleness", "stale-gossip"])
+@pytest.mark.parametrize("k", [7, 1])
+def test_flower_reach_and_stale_signals_give_the_vectorised_rounds(keys, k, dataset, tmp_path):
+    _, expected = dynamics.run_seed(scenario(keys), 0, dataset=dataset)
+    _, _, got = flower_rounds(keys, k, dataset, tmp_path)
+    assert_same_rounds(got, expected)
+    cells = got[got["method"] != "base"]
+    assert (cells["flips"] > 0).any() and (cells["dropouts"] > 0).any()
+    if keys is REACH:  # the organisers' neighbourhoods, not every participant, hear the threshold
+        assert (cells["members_reached"] < cells["participants"]).all()
+        assert (cells["threshold_error_rank"] > 0).any()
+    else:  # round 1: nothing published a round ago, nobody acts; later: last round's thresholds miss
+        assert (cells[cells["round"] == 1]["intended_flips"] == 0).all()
+        assert (cells[cells["round"] > 1]["threshold_error_rank"] > 0).any()
 
 
 # Small graphs (issue 9): the coordinator holds the members' graph, computes each member's
