@@ -177,7 +177,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents import participation as rules
-from agents.rounds import organiser_count, threshold_errors
+from agents.rounds import fold_deltas, gossip_estimates, organiser_count, threshold_errors
 from agents.decision import Threshold, coalition_threshold, decide, relabel, stream_key, user_tickets
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
@@ -568,32 +568,12 @@ class CollectiveDynamics:
         out[idx[seen]] = True
         return out
 
-    def _gossip(self, m: _Members, active: np.ndarray, keys: np.ndarray, pool: np.ndarray, fraction: float):
-        """Each participant's own estimate of the threshold key (NaN: none yet), by gossip
-        among this round's participants."""
-        from agents.gossip import gossip_thresholds
-
-        idx = np.flatnonzero(active)
-        estimate = np.full(m.n, np.nan)
-        if idx.size:
-            graph = m.graph[idx][:, idx].tocsr()
-            estimate[idx] = gossip_thresholds(graph, keys[idx], pool[idx], fraction, steps=self.config.gossip_steps,
-                                              bins=self.config.gossip_bins)
-        return estimate
-
     def _folded(self, noisy: np.ndarray) -> np.ndarray:
         """Gossip ranks by one number: each candidate's score with its tie ticket folded in
         below the scores' resolution (score + ticket x half the smallest gap between distinct
         scores; the ticket alone when all scores are equal, as for ``random``), so keys order
         candidates exactly as (score, tie ticket) does."""
-        ties = self.world.tie_tickets[self.candidates]
-        out = np.empty_like(noisy)
-        for i, scores in enumerate(noisy):
-            distinct = np.unique(scores)
-            gaps = np.diff(distinct)
-            delta = 0.5 * float(gaps.min()) if gaps.size else 1.0
-            out[i] = scores + ties * delta
-        return out
+        return noisy + self.world.tie_tickets[self.candidates] * fold_deltas(noisy)[:, None]
 
     def _coordinate(self, tr: _Trajectory, active, pool, keys, ties, exact: Threshold, M: int):
         """Step 4's signal: each participant's threshold (score, ticket; NaN: no signal), who
@@ -612,7 +592,8 @@ class CollectiveDynamics:
         else:  # gossip: each participant's own estimate of the threshold key; its key reaching it flips
             # Members aim at the budget's share of the pool they estimate (a count budget: M / pool).
             fraction = cell.budget if isinstance(cell.budget, float) else (M / size if size else 0.0)
-            estimate = self._gossip(m, active, keys, pool, fraction)
+            estimate = gossip_estimates(m.graph, active, keys, pool, fraction, steps=self.config.gossip_steps,
+                                        bins=self.config.gossip_bins)
             reached = active & ~np.isnan(estimate)
             t_score[reached], t_ticket[reached] = estimate[reached], 0.0
         return t_score, t_ticket, reached, published
