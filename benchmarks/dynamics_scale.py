@@ -19,8 +19,11 @@ Measured (2026-12-02, 2 shared cores, load average ~4-5, after the per-user draw
 tickets of (key, user id) and round 1 began fitting through ``train_cells``), ``--users 100000
 --rounds 20``: 14_971 members, 150_160 edges; setup 1.6 s (split + world 0.2, graph + scores
 1.4); rounds 2.6 s (0.13 s/round: coordination/gossip 1.7 s, retrain 0.7 s, draws 0.03 s);
-total 4.2 s; peak RSS 0.27 GB. The full 10^6 x 100 was not re-run then (load average above 4);
-its last measurement, before those changes, was 6.3 min and 0.64 GB.
+total 4.2 s; peak RSS 0.27 GB. The full run, same day and load (no flags): 10^6 training users,
+299_787 minority, 149_894 members, 1_497_198 edges; setup 5.7 s (data 1.2, split + world 2.0,
+graph + scores 2.5); 100 rounds 277 s (2.77 s/round: coordination/gossip 2.28 s, retrain
+0.26 s, draws 0.06 s); total 283 s (4.7 min, the process getting 48% of a core on average);
+peak RSS 0.65 GB. Target met (<= 10 min, <= 4 GB). Before the tickets: 6.3 min, 0.64 GB.
 """
 
 from __future__ import annotations
