@@ -177,7 +177,7 @@ from scipy import sparse
 from threadpoolctl import threadpool_limits
 
 from agents import participation as rules
-from agents.rounds import fold_deltas, gossip_estimates, organiser_count, threshold_errors
+from agents.rounds import fold_deltas, gossip_estimates, organiser_count, reached as reached_within, threshold_errors
 from agents.decision import Threshold, coalition_threshold, decide, relabel, stream_key, user_tickets
 from agents.errors import CollectiveFairnessError, ConfigError
 from agents.protocol import Cell, CellGrid, budget_count
@@ -547,26 +547,9 @@ class CollectiveDynamics:
         return joined, active, free & ~m.organisers
 
     def _reach(self, m: _Members, active: np.ndarray) -> np.ndarray:
-        """Participants within ``hops`` of a participating organiser, over the participants' graph."""
-        reached = m.organisers & active
-        if not reached.any():
-            return reached
-        if m.graph is None:
-            return active.copy() if self.config.hops >= 1 else reached
-        idx = np.flatnonzero(active)
-        graph = m.graph[idx][:, idx].tocsr()
-        frontier = reached[idx].astype(np.int8)
-        seen = frontier.astype(bool)
-        for _ in range(self.config.hops):
-            nxt = (graph @ frontier) > 0
-            new = nxt & ~seen
-            if not new.any():
-                break
-            seen |= new
-            frontier = new.astype(np.int8)
-        out = np.zeros(m.n, dtype=bool)
-        out[idx[seen]] = True
-        return out
+        """Participants within ``hops`` of a participating organiser, over the participants' graph
+        (:func:`agents.rounds.reached`, the Flower coordinator's own)."""
+        return reached_within(m.graph, active, m.organisers, self.config.hops)
 
     def _folded(self, noisy: np.ndarray) -> np.ndarray:
         """Gossip ranks by one number: each candidate's score with its tie ticket folded in
