@@ -13,23 +13,31 @@ design matrix, same warm-start chains in the same order), so the metrics equal
 the engine's bit for bit. Flips are counted per cell against row 0, in both
 directions.
 
+Many rounds with ``[dynamics] reports = "accumulate"`` (``reports_window``): the
+evaluator keeps each round's validated rows and trains every cell on the last
+``window`` rounds' rows stacked, oldest first (each round one more copy of every
+training row, as :class:`simulations.dynamics.CollectiveDynamics` stacks them);
+flips are still this round's.
+
 A deployment (``mode = "deploy"``) never runs it: there the firm's
 ``train.report`` wave carries one reported label per user and nothing else.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 from joblib import Parallel, delayed
+from scipy import sparse
 
 from agents.protocol import EVALUATE, CellGrid
 
 from .reports import Intake, assemble
 from .training import TestSet, firm_design, train_cells
 
-__all__ = ["Evaluator", "cell_metrics", "flip_counts"]
+__all__ = ["Evaluator", "cell_metrics", "flip_counts", "stacked"]
 
 
 class _Workers:
@@ -51,11 +59,23 @@ def cell_metrics(table: dict, cells: CellGrid, *, estimator, test: TestSet, warm
     vectorised engine does: one chain per (method, alpha). Returns the base
     metrics followed by one dict per cell.
     """
-    labels = table["labels"]
+    return _train(cells, firm_design(estimator, table["X"]), table["labels"], estimator=estimator, test=test,
+                  warm=warm, n_jobs=n_jobs)
+
+
+def _train(cells: CellGrid, X, labels, *, estimator, test: TestSet, warm: bool, n_jobs: int) -> list[dict]:
     chained = [((cell.method, cell.alpha), labels[cell.index + 1]) for cell in cells]
-    base, per_cell = train_cells(estimator, firm_design(estimator, table["X"]), labels[0], chained, test,
+    base, per_cell = train_cells(estimator, X, labels[0], chained, test,
                                  warm=warm, as_labels=True, executor=_Workers(n_jobs) if n_jobs != 1 else None)
     return [base, *per_cell]
+
+
+def stacked(tables, estimator) -> tuple:
+    """The design and label rows of several rounds' tables, stacked oldest first (the
+    firm's design per round, then stacked, as the vectorised model stacks its design)."""
+    designs = [firm_design(estimator, t["X"]) for t in tables]
+    X = sparse.vstack(designs, format="csr") if sparse.issparse(designs[0]) else np.vstack(designs)
+    return X, np.concatenate([t["labels"] for t in tables], axis=1)
 
 
 def flip_counts(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +95,8 @@ class Evaluator:
     warm: bool = True
     n_jobs: int = 1
     table: dict | None = field(default=None, repr=False)  # the last accepted counterfactual rows
+    window: int | None = 1  # rounds of rows the cells train on (None: all; many rounds, reports = "accumulate")
+    history: deque = field(default_factory=deque, repr=False)  # the last ``window`` rounds' accepted rows
 
     message_type = EVALUATE
     name = "evaluator"
@@ -92,8 +114,16 @@ class Evaluator:
                     "training": f"skipped: no report was accepted ({n_replies} replies, {intake.n_rejected} rejected)",
                     **self._flips(zeros, zeros), "metrics": None}
         self.table = table
-        metrics = cell_metrics(table, self.cells, estimator=self.estimator, test=self.test, warm=self.warm,
-                               n_jobs=self.n_jobs)
+        self.history.append(table)
+        while self.window is not None and len(self.history) > self.window:
+            self.history.popleft()
+        if len(self.history) == 1:
+            metrics = cell_metrics(table, self.cells, estimator=self.estimator, test=self.test, warm=self.warm,
+                                   n_jobs=self.n_jobs)
+        else:
+            X, labels = stacked(self.history, self.estimator)
+            metrics = _train(self.cells, X, labels, estimator=self.estimator, test=self.test, warm=self.warm,
+                             n_jobs=self.n_jobs)
         return {"n_train": int(table["user_ids"].size), "n_minority": int((table["a"] == 1).sum()),
                 "training": "trained", **self._flips(*flip_counts(table["labels"])), "metrics": metrics}
 

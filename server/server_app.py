@@ -228,7 +228,12 @@ def _role(mode: str, spec: FirmSpec, cells: CellGrid, n_jobs: int):
                 f"{len(cells.budgets)} budgets); allowed: one method, one alpha and one budget "
                 "(collective-fairness-deploy --cell METHOD:ALPHA:BUDGET), or mode = 'evaluate' (the experimenter's view)")
         return ReportedFirm(estimator, test, spec.customer_ids)
-    return Evaluator(cells, estimator, test, spec.customer_ids, warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs)
+    dynamics = sc.get("dynamics") or {}
+    window = 1  # rounds of reports each cell trains on: this round's, or (accumulate) the last window's
+    if dynamics.get("reports", "replace") == "accumulate":
+        window = None if dynamics.get("window", "all") == "all" else int(dynamics["window"])
+    return Evaluator(cells, estimator, test, spec.customer_ids, warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs,
+                     window=window)
 
 
 # ------------------------------------------------------------------ rounds

@@ -687,7 +687,6 @@ class DynamicsConfig(_Section):
         checks = (
             ("participation", self.participation in ("fixed", "threshold")),
             ("coordination", len(self.coordination) == 1),
-            ("reports", self.reports == "replace"),
             ("reference_per_member", self.reference_per_member == "all"),
             ("[engine] warm_start", not scenario.engine.warm_start),
             ("[flower] rounds", scenario.flower.rounds == FlowerConfig.rounds),  # [dynamics] rounds counts them
@@ -702,7 +701,7 @@ class DynamicsConfig(_Section):
                 _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
                              "or 'threshold' (seen = 'everyone' or 'neighbours'), organisers_by = 'random' or "
                              "'most-connected', one coordination, 'coordinator', 'reach' (hops) or 'gossip', "
-                             "reports = 'replace', staleness, reference_per_member = \"all\", compliance, dropout, "
+                             "reports ('replace' or 'accumulate' with window), staleness, reference_per_member = \"all\", compliance, dropout, "
                              "score_noise, "
                              "with [engine] warm_start = false (the evaluator retrains every cell from scratch) and "
                              "[dynamics] rounds (not [flower] rounds); or backend = 'vectorised' (docs/federated.md, "

@@ -92,7 +92,7 @@ def test_rounds_csv_through_the_runner_equals_the_vectorised_one(dataset, tmp_pa
 @pytest.mark.parametrize("change, named", [
     ({"participation": "benefit-cost"}, "participation"),
     ({"coordination": ["coordinator", "gossip"], "graph": {"kind": "erdos-renyi", "mean_degree": 3}}, "coordination"),
-    ({"reports": "accumulate"}, "reports"),
+    ({"reference_per_member": 5}, "reference_per_member"),
 ])
 def test_what_flower_cannot_run_is_one_line_naming_what_it_can(change, named):
     with pytest.raises(ConfigError) as err:
@@ -120,19 +120,23 @@ def test_node_files_carry_the_dynamics_settings_privately(dataset, tmp_path):
             assert f["dynamics"].dtype.kind == "U"
 
 
-# Reach and stale signals (issue 9): the coordinator gives each member its own threshold,
+# Reach, stale signals, accumulated reports (issue 9): the coordinator gives each member its own threshold,
 # sealed for its node (reach: only the participants within hops of a participating organiser,
-# with their pool's threshold; staleness: the one it held k rounds ago, none yet in round 1).
+# with their pool's threshold; staleness: the one it held k rounds ago, none yet in round 1);
+# with reports = "accumulate" the evaluator trains each cell on the last window rounds' rows.
 REACH = {"rounds": 3, "participation": "fixed", "organisers": 3, "coordination": "reach", "hops": 1,
          "score_noise": 0.05, "dropout": 0.2, "compliance": 0.8, "graph": {"kind": "erdos-renyi", "mean_degree": 3}}
 STALE = {**FIXED, "staleness": 1, "score_noise": 0.05}
+ACCUMULATE = {**THRESHOLD, "rounds": 4, "reports": "accumulate", "window": 2, "compliance": 0.9}
+ACCUMULATE_ALL = {**FIXED, "reports": "accumulate"}
 STALE_GOSSIP = {"rounds": 3, "participation": "fixed", "coordination": "gossip", "gossip_steps": 12, "gossip_bins": 16,
                 "staleness": 1, "dropout": 0.2, "score_noise": 0.05, "graph": {"kind": "watts-strogatz", "k": 4, "p": 0.2}}
 
 
-@pytest.mark.parametrize("keys", [REACH, STALE, STALE_GOSSIP], ids=["reach", "staleness", "stale-gossip"])
+@pytest.mark.parametrize("keys", [REACH, STALE, STALE_GOSSIP, ACCUMULATE, ACCUMULATE_ALL],
+                         ids=["reach", "staleness", "stale-gossip", "accumulate-2", "accumulate-all"])
 @pytest.mark.parametrize("k", [7, 1])
-def test_flower_reach_and_stale_signals_give_the_vectorised_rounds(keys, k, dataset, tmp_path):
+def test_flower_reach_stale_signals_and_accumulated_reports_give_the_vectorised_rounds(keys, k, dataset, tmp_path):
     _, expected = dynamics.run_seed(scenario(keys), 0, dataset=dataset)
     _, _, got = flower_rounds(keys, k, dataset, tmp_path)
     assert_same_rounds(got, expected)
@@ -141,6 +145,13 @@ def test_flower_reach_and_stale_signals_give_the_vectorised_rounds(keys, k, data
     if keys is REACH:  # the organisers' neighbourhoods, not every participant, hear the threshold
         assert (cells["members_reached"] < cells["participants"]).all()
         assert (cells["threshold_error_rank"] > 0).any()
+    elif keys in (ACCUMULATE, ACCUMULATE_ALL):  # the firm trains on several rounds' reports, not the last one's
+        keys = {**keys, "reports": "replace"}
+        keys.pop("window", None)
+        _, replaced = dynamics.run_seed(scenario(keys), 0, dataset=dataset)
+        later = got["round"] > 1
+        assert (got.loc[later, "error"].to_numpy() != replaced.loc[later, "error"].to_numpy()).any()
+        assert (got.loc[~later, "error"].to_numpy() == replaced.loc[~later, "error"].to_numpy()).all()
     else:  # round 1: nothing published a round ago, nobody acts; later: last round's thresholds miss
         assert (cells[cells["round"] == 1]["intended_flips"] == 0).all()
         assert (cells[cells["round"] > 1]["threshold_error_rank"] > 0).any()
