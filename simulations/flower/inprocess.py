@@ -7,7 +7,7 @@ import uuid
 from typing import Callable, Iterable
 
 from agents.client_app import app as client_app
-from server.server_app import RUN_CONFIG, RunSettings, run_rounds
+from server.server_app import RunSettings, run_rounds
 
 from .files import RunFiles
 
