@@ -37,9 +37,11 @@ from .errors import ConfigError
 __all__ = [
     "ORGANISER_CHOICES",
     "SignalHistory",
+    "benefit_cost_round",
     "benefit_cost_rule",
     "comply",
     "degrees",
+    "linear_favourable",
     "dropout",
     "granovetter_equilibrium",
     "granovetter_fixed_point",
@@ -49,6 +51,7 @@ __all__ = [
     "noisy_scores",
     "normal_draws",
     "organisers",
+    "published_gain",
     "round_key",
     "threshold_rule",
 ]
@@ -249,6 +252,60 @@ def benefit_cost_rule(gain, cost, acting, *, free_ride: bool = False,
     kept = np.broadcast_to(np.asarray(free_ride_gain, dtype=np.float64), gain.shape)
     participating = beats(gain - kept)
     return participating, naive & ~participating
+
+
+PUBLIC_CHOICES = ("own-outcome", "group-rates")
+
+
+def published_gain(public, n: int, *, own=None, base_own=None, gap=None, base_gap=None) -> np.ndarray:
+    """What one published model shows each of ``n`` members it gained over the base model.
+
+    ``public`` says what a member can see (:data:`PUBLIC_CHOICES`): ``own-outcome``,
+    its own favourable probability under the published model (``own``) against the
+    base model's (``base_own``), one per member; ``group-rates``, the favourable-rate
+    gap minority minus majority the firm publishes (``gap``) against the base
+    model's (``base_gap``), one number for everyone. The gain is the sum of what is
+    seen; nothing published yet (``own`` and ``gap`` None, round 1 publishes the base
+    model): zero. The vectorised model and a Flower node both call this one.
+    """
+    gain = np.zeros(int(n))
+    if "own-outcome" in public and own is not None:
+        gain = gain + (np.asarray(own, dtype=np.float64) - np.asarray(base_own, dtype=np.float64))
+    if "group-rates" in public and gap is not None:
+        gain = gain + (float(gap) - float(base_gap))
+    return gain
+
+
+def linear_favourable(X, coef, intercept, *, block: int = 65536) -> np.ndarray:
+    """Each row's probability of the favourable label under a published logistic model
+    (``coef`` over the features, ``intercept``): ``expit(x . coef + intercept)``, as
+    scikit-learn's ``predict_proba`` column of label 1. Each row's dot product is summed
+    on its own (blocks of ``block`` rows), so a node holding K users gets the very bits
+    the vectorised model gets for them over every user."""
+    from scipy.special import expit
+
+    X = np.asarray(X, dtype=np.float64)
+    coef = np.asarray(coef, dtype=np.float64).ravel()
+    out = np.empty(X.shape[0])
+    for start in range(0, X.shape[0], block):
+        out[start:start + block] = (X[start:start + block] * coef[None, :]).sum(axis=1)
+    return expit(out + float(np.asarray(intercept, dtype=np.float64).ravel()[0]))
+
+
+def benefit_cost_round(gains, cost, acting, *, free_ride: bool = False,
+                       participants: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One round of the benefit-cost rule from the gains of the last ``memory`` rounds.
+
+    ``gains`` holds one :func:`published_gain` array per remembered round (the caller
+    keeps the last ``memory`` of them, this round's included); a member's gain is their
+    mean. With ``free_ride`` a member reckons its own action adds only 1/N of what the
+    N ``participants`` of last round achieved and keeps the rest without acting
+    (:func:`benefit_cost_rule`'s ``free_ride_gain``). Returns ``(participating,
+    free_riding)``, as :func:`benefit_cost_rule`.
+    """
+    gain = np.mean(np.stack([np.asarray(g, dtype=np.float64) for g in gains]), axis=0)
+    kept = gain * (1.0 - 1.0 / max(1, int(participants))) if free_ride else None
+    return benefit_cost_rule(gain, cost, acting, free_ride=free_ride, free_ride_gain=kept)
 
 
 def organisers(n: int, count: int, *, how: str = "random", adjacency=None, tickets) -> np.ndarray:

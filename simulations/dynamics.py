@@ -67,7 +67,9 @@ byte-identical to a run without ``[dynamics]``. The last round's rows of the fir
   ``memory`` [1] rounds gave it over the base model, averaged: the change of its
   own favourable probability (``own-outcome``) plus the change of the minority's
   favourable rate minus the majority's (``group-rates``), as ``public``
-  [both] allows; it acts iff gain > cost (:func:`agents.participation.benefit_cost_rule`).
+  [both] allows; it acts iff gain > cost (:func:`agents.participation.published_gain` and
+  :func:`agents.participation.benefit_cost_round`, the calls a Flower node makes; a logistic
+  firm's favourable probability is :func:`agents.participation.linear_favourable`).
   With ``free_ride`` [false] a member reckons its own action adds only 1/N of
   what the N participants of last round achieved, keeps the rest without
   acting, and free rides when that share does not pay its cost;
@@ -282,9 +284,21 @@ def _favourable(firm: Firm, X) -> np.ndarray:
     """Each row's predicted probability of the favourable label (the label itself
     for a model without probabilities)."""
     model = firm.model_
+    linear = _linear(model)
+    if linear is not None:  # what a Flower node computes from the published model (agents.participation)
+        return rules.linear_favourable(X, *linear)
     if hasattr(model, "predict_proba"):
         return firm.predict_proba(X)[:, list(model.classes_).index(1)]
     return firm.predict(X).astype(np.float64)
+
+
+def _linear(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """A binary logistic model's (coef, intercept) for label 1 (None: another model)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if isinstance(model, LogisticRegression) and list(model.classes_) == [0, 1] and model.coef_.shape[0] == 1:
+        return model.coef_[0], model.intercept_
+    return None
 
 
 def _gap(metrics: dict) -> float:
@@ -532,16 +546,14 @@ class CollectiveDynamics:
             joined = rules.threshold_rule(m.thresholds, seen, tr.joined, leave=c.leave)
         else:  # benefit-cost: what the published models gave, against what acting costs
             # (round 1 publishes the base model, before any fit: nothing gained over it)
-            gain, published = np.zeros(m.n), tr.firm is not None
-            if "own-outcome" in c.public and published:
-                gain = gain + (tr.outcomes[m.local] - self.base_outcomes[m.local])
-            if "group-rates" in c.public and published:
-                gain = gain + (_gap(tr.metrics) - _gap(self.base_metrics))
-            tr.gains.append(gain)
-            gain = np.mean(tr.gains, axis=0)
-            kept = gain * (1.0 - 1.0 / max(1, int(tr.active.sum()))) if c.free_ride else None
-            joined, free = rules.benefit_cost_rule(gain, m.costs, tr.joined, free_ride=c.free_ride,
-                                                   free_ride_gain=kept)
+            # (agents.participation.published_gain / benefit_cost_round: a Flower node's own calls)
+            published = tr.firm is not None
+            tr.gains.append(rules.published_gain(
+                c.public, m.n, own=tr.outcomes[m.local] if published else None, base_own=self.base_outcomes[m.local]
+                if published else None, gap=_gap(tr.metrics) if published else None,
+                base_gap=_gap(self.base_metrics) if published else None))
+            joined, free = rules.benefit_cost_round(tr.gains, m.costs, tr.joined, free_ride=c.free_ride,
+                                                    participants=int(tr.active.sum()))
         joined = joined | m.organisers
         active = (joined & stay[m.local]) | m.organisers
         return joined, active, free & ~m.organisers

@@ -10,6 +10,7 @@ from scipy.special import ndtr
 from agents.errors import ConfigError
 from agents.participation import (
     SignalHistory,
+    benefit_cost_round,
     benefit_cost_rule,
     comply,
     dropout,
@@ -18,6 +19,7 @@ from agents.participation import (
     mix_key,
     neighbour_share,
     noisy_scores,
+    published_gain,
     normal_draws,
     organisers,
     round_key,
@@ -145,6 +147,29 @@ def test_free_riding_by_hand():
     assert not (participating & free_riding).any()
     with pytest.raises(ValueError, match="free_ride_gain"):
         benefit_cost_rule(gain, cost, acting, free_ride=True)
+
+
+def test_published_gain_and_memory_by_hand():
+    """A member's gain is what it can see (own probability, the published gap) over the base
+    model, averaged over the remembered rounds; free riders keep (N - 1)/N of it."""
+    own, base_own = np.array([0.6, 0.3, 0.5]), np.array([0.5, 0.4, 0.5])
+    gap, base_gap = -0.05, -0.2  # minority minus majority: +0.15 for everyone
+    assert published_gain(["own-outcome"], 3).tolist() == [0.0, 0.0, 0.0]  # nothing published yet
+    np.testing.assert_allclose(published_gain(["own-outcome"], 3, own=own, base_own=base_own), [0.1, -0.1, 0.0])
+    np.testing.assert_allclose(published_gain(["group-rates"], 3, own=own, base_own=base_own, gap=gap,
+                                              base_gap=base_gap), [0.15, 0.15, 0.15])
+    both = published_gain(["own-outcome", "group-rates"], 3, own=own, base_own=base_own, gap=gap, base_gap=base_gap)
+    np.testing.assert_allclose(both, [0.25, 0.05, 0.15])
+    # Memory 2: round 1 showed nothing, round 2 ``both``: means 0.125, 0.025, 0.075 against cost 0.05.
+    cost, acting = np.full(3, 0.05), np.zeros(3, dtype=bool)
+    joined, free = benefit_cost_round([np.zeros(3), both], cost, acting)
+    np.testing.assert_array_equal(joined, [1, 0, 1])
+    assert not free.any()
+    # Free riding with 4 participants last round: own share is a quarter, 0.03125, 0.00625, 0.01875,
+    # against cost 0.02; all three would act on the whole gain, so 1 and 2 free ride.
+    joined, free = benefit_cost_round([np.zeros(3), both], np.full(3, 0.02), acting, free_ride=True, participants=4)
+    np.testing.assert_array_equal(joined, [1, 0, 0])
+    np.testing.assert_array_equal(free, [0, 1, 1])
 
 
 # ---------------------------------------------------------------- seeded choices
