@@ -508,18 +508,25 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
     k = cutoffs.size
     payloads = _opened_payloads(node, msg, PARTICIPATION, drops, prefix="participation-")
     reply_keys = {name: arrays.get(REPLY_KEY) for name, arrays in payloads}
+    # One row of flags per alpha, or (benefit-cost) per cell: ``rows`` gives each row's alpha,
+    # ``row_of`` each cell's row.
+    rows, row_of = settings.row_alphas(grid, k), settings.rows_of(grid)
+    n_rows = rows.size
+    names_of_flags = ("joined", "active", "free") if settings.per_cell else ("joined", "active")
     screened = _screen(node, payloads, bounds, drops, fields=("member_tickets",), allowed=allowed,
-                       flags=("joined", "active"), n_alphas=k)
+                       flags=names_of_flags, n_alphas=n_rows)
     names, flags = list(screened), list(screened.values())
     cat = lambda key, shape: np.concatenate([p[key] for p in flags], axis=-1) if flags else np.zeros(shape)  # noqa: E731
     ids = cat("user_ids", 0).astype(np.int64)
     member = cat("member_tickets", 0)[None, :] < cutoffs[:, None]
-    joined, active = cat("joined", (k, 0)).astype(bool) & member, cat("active", (k, 0)).astype(bool) & member
+    member_rows = member[rows]
+    joined = cat("joined", (n_rows, 0)).astype(bool) & member_rows
+    active = cat("active", (n_rows, 0)).astype(bool) & member_rows
     participants = active.sum(axis=1).astype(np.int64)
     # Each candidate's flags, found by user id (a candidate without flags does not act).
     cand_ids = cands.get("user_ids", np.empty(0, dtype=np.int64)).astype(np.int64)
     at = _find(ids, cand_ids)
-    acting = np.zeros((k, cand_ids.size), dtype=bool)
+    acting = np.zeros((n_rows, cand_ids.size), dtype=bool)
     acting[:, at >= 0] = active[:, at[at >= 0]]
     private: dict[str, np.ndarray] = {}  # per member (columns of ``ids``), one row per alpha or cell
     extra: dict[str, np.ndarray] = {}
@@ -529,7 +536,7 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
                                                                        active, cands, cand_of)
         private["delta"] = None  # one per method, the same for every node
         if settings.staleness > 0:  # members act on their estimates of ``staleness`` rounds ago
-            keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of, fold=True)
+            keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of, fold=True, row_of=row_of)
             own = _stale(context, ids, (private["threshold"], np.where(np.isnan(private["threshold"]), np.nan, 0.0)),
                          settings.staleness)
             private["threshold"] = own[0]
@@ -537,7 +544,7 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
                                                                                                   pool, own)
     elif settings.coordination == "reach" or settings.staleness > 0:
         signal, own, reached = _member_signals(node, grid, memory, ids, member, active, cands, cand_of)
-        keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of)
+        keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of, row_of=row_of)
         if settings.staleness > 0:
             own = _stale(context, ids, own, settings.staleness)
         private["threshold"], private["ticket"] = own
@@ -545,10 +552,12 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
         extra = {"reached": reached, "threshold_error": error, "threshold_error_rank": rank_error}
     else:
         signal = rule.publish(grid, cutoffs, n_members, cands["member_tickets"], cands["tie_tickets"],
-                              cands["scores"], participating=acting)
+                              cands["scores"], participating=acting, per_cell=settings.per_cell)
         intended = rule.decide_cells(grid, signal, cands["member_tickets"], cands["tie_tickets"], cands["scores"],
-                                     held_back=~acting).sum(axis=1).astype(np.int64)
-    seen = rounds.seen_shares(participants, n_members)
+                                     held_back=~acting, per_cell=settings.per_cell).sum(axis=1).astype(np.int64)
+    seen = rounds.seen_shares(participants, np.asarray(n_members)[rows])
+    if settings.per_cell:  # benefit-cost: who free rides (summary); participants per cell for next round
+        extra["free_riders"] = (cat("free", (n_rows, 0)).astype(bool) & member_rows).sum(axis=1).astype(np.int64)
     if settings.participation == "threshold" and settings.seen == "neighbours" and graph is not None:
         private["seen"] = np.zeros((k, ids.size))
         for i in range(k):
@@ -567,8 +576,9 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
             records[f"{PRIVATE}-{name}"] = _private_answer(node, reply_keys.get(name), _round(msg), grid, arrays)
     dropped = {k: v for k, v in (*signed.items(), *cands.items(), *_drop_arrays("participation", drops).items())
                if k.startswith("dropped:")}
+    per_cell = {"participants": participants} if settings.per_cell else {}
     return _reply(msg, thresholds=_sealed_answer(node, STAGE_THRESHOLDS, _round(msg), grid,
-                                                 **signal.decision_arrays(), seen=seen),
+                                                 **signal.decision_arrays(), seen=seen, **per_cell),
                   plan=ConfigRecord(grid.to_config()),
                   summary=record_of(**signal.summary_arrays(), **dropped, participants=participants,
                                     dropouts=(joined & ~active).sum(axis=1).astype(np.int64),
@@ -577,7 +587,7 @@ def _dynamics_answer(node: CoordinatorData, msg: Message, grid: CellGrid, memory
                   **records)
 
 
-def _member_keys(grid: CellGrid, ids, active, cands, cand_of, *, fold: bool = False):
+def _member_keys(grid: CellGrid, ids, active, cands, cand_of, *, fold: bool = False, row_of=None):
     """Per cell (rows) and member (columns of ``ids``): each candidate's key (its noisy score;
     ``fold``: gossip's, the tie ticket folded in, ties then 0), tie ticket and whether it is in
     the cell's pool (acting at the cell's alpha). NaN keys: members who are not candidates."""
@@ -590,7 +600,7 @@ def _member_keys(grid: CellGrid, ids, active, cands, cand_of, *, fold: bool = Fa
     keys, ties = np.full((n, ids.size), np.nan), np.full((n, ids.size), np.nan)
     keys[:, has] = scores[grid.method_of][:, cand_of[has]]
     ties[:, has] = ticket[cand_of[has]][None, :]
-    pool = np.asarray(active, dtype=bool)[grid.alpha_of] & has[None, :]
+    pool = np.asarray(active, dtype=bool)[grid.alpha_of if row_of is None else row_of] & has[None, :]
     return keys, ties, pool
 
 
@@ -603,31 +613,33 @@ def _member_signals(node: CoordinatorData, grid: CellGrid, memory: dict, ids, me
     from .protocol import Signal, budget_count
 
     settings, n, k = node.dynamics, len(grid), len(memory["cutoffs"])
-    keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of)
-    reached = np.asarray(active, dtype=bool).copy()  # per alpha
+    rows, row_of = settings.row_alphas(grid, k), settings.rows_of(grid)
+    keys, ties, pool = _member_keys(grid, ids, active, cands, cand_of, row_of=row_of)
+    reached = np.asarray(active, dtype=bool).copy()  # per row (alpha, or benefit-cost cell)
     if settings.coordination == "reach":
         org = member & (user_tickets(ids, settings.organisers_key)[None, :] <= memory["organisers"][:, None])
         if "organiser_ids" in memory:
             parts = np.split(memory["organiser_ids"].astype(np.int64), np.cumsum(memory["organiser_counts"])[:-1])
             org |= member & np.stack([np.isin(ids, p) for p in parts])
-        for i in range(k):
+        for r, i in enumerate(rows):
             cols = np.flatnonzero(member[i])
             order, adjacency = (np.arange(cols.size), None) if node.graph is None else node.graph.among(ids[cols])
             cols = cols[order]
-            reached[i] = False
-            reached[i, cols] = rounds.reached(adjacency, active[i, cols], org[i, cols], settings.hops)
+            reached[r] = False
+            reached[r, cols] = rounds.reached(adjacency, active[r, cols], org[i, cols], settings.hops)
     own_s, own_t = np.full((n, ids.size), np.nan), np.full((n, ids.size), np.nan)
     score, ticket = np.empty(n), np.empty(n)
     pool_size, m_out = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     for cell in grid:
-        i, c, heard = cell.alpha_index, cell.index, pool[cell.index] & reached[cell.alpha_index]
+        i, c = row_of[cell.index], cell.index
+        heard = pool[c] & reached[i]
         pool_size[c] = int(pool[c].sum())
         m_out[c] = budget_count(cell.budget, int(pool_size[c]))
         t = coalition_threshold(keys[c, heard], ties[c, heard], budget_count(cell.budget, int(heard.sum())))
         own_s[c, reached[i]], own_t[c, reached[i]], score[c], ticket[c] = t.score, t.ticket, t.score, t.ticket
     signal = Signal(np.asarray(memory["cutoffs"], dtype=np.float64), score, ticket,
                     np.asarray(memory["n_members"], dtype=np.int64), pool_size, m_out)
-    return signal, (own_s, own_t), reached[grid.alpha_of].sum(axis=1).astype(np.int64)
+    return signal, (own_s, own_t), reached[row_of].sum(axis=1).astype(np.int64)
 
 
 def _stale(context: Context, ids, own, lag: int):
@@ -698,7 +710,7 @@ def _gossip_round(node: CoordinatorData, grid: CellGrid, cutoffs, n_members, ids
         cols = np.flatnonzero(member[cell.alpha_index])
         order, adjacency = node.graph.among(ids[cols])
         cols = cols[order]
-        act, where = active[cell.alpha_index, cols], cand_of[cols]
+        act, where = active[settings.rows_of(grid)[cell.index], cols], cand_of[cols]
         keys = np.full(cols.size, np.nan)
         keys[where >= 0] = folded[cell.method_index, where[where >= 0]]
         pool = act & (where >= 0)
@@ -781,7 +793,7 @@ def scores(msg: Message, context: Context) -> Message:
     context.state["candidates-meta"] = ConfigRecord({"round": _round(msg), "digest": digest})
     extra = {}
     if node.dynamics is not None:
-        out, extra = _participation(node, msg, context, cutoffs, organisers, cand, out, named)
+        out, extra = _participation(node, msg, context, cutoffs, organisers, cand, out, named, grid=grid)
     # Every user node answers, candidates or not, with a payload of the same size.
     return _reply(
         msg,
@@ -803,31 +815,76 @@ def _named_organisers(node: NodeData, head: dict, k: int) -> np.ndarray | None:
     return np.stack([np.isin(node.user_ids, p) for p in parts]) if k else np.zeros((0, node.user_ids.size), bool)
 
 
-def _participation(node: NodeData, msg: Message, context: Context, cutoffs, organisers, cand, scores, named=None):
+def _participation(node: NodeData, msg: Message, context: Context, cutoffs, organisers, cand, scores, named=None,
+                   *, grid: CellGrid):
     """Many rounds: this node's members decide whether they act this round (:func:`agents.rounds.participate`)
     and its candidates see their noisy scores; kept for the decision, and sent sealed (with a
-    fresh key for the coordinator's answers to this node alone)."""
+    fresh key for the coordinator's answers to this node alone). One row of flags per alpha,
+    or with benefit-cost one per cell (each cell's published model gives its own gain)."""
     settings, t = node.dynamics, _round(msg)
     members = (node.a == 1)[None, :] & (node.member_tickets[None, :] < cutoffs[:, None])
     organiser = members & (user_tickets(node.user_ids, settings.organisers_key)[None, :] <= organisers[:, None])
     if named is not None:
         organiser |= members & named
+    if settings.per_cell and cutoffs.size == len(grid.alphas):
+        rows = settings.row_alphas(grid, cutoffs.size)
+        members, organiser = members[rows], organiser[rows]
     before = arrays_of(context.state["dynamics"]) if "dynamics" in context.state else {}
     joined = before.get("joined", np.zeros(members.shape, dtype=np.int8)).astype(bool)
-    seen = before.get("seen", np.zeros(members.shape))  # per alpha and user
-    if joined.shape != members.shape or seen.shape != members.shape:  # another plan: start afresh
+    seen = before.get("seen", np.zeros(members.shape))  # per row and user
+    fresh = joined.shape != members.shape or seen.shape != members.shape  # another plan: start afresh
+    if fresh:
         joined, seen = np.zeros(members.shape, dtype=bool), np.zeros(members.shape)
-    joined, active = rounds.participate(settings, t, node.user_ids, members, organiser, joined, seen)
+    extra_state, free = {}, np.zeros(members.shape, dtype=bool)
+    kwargs = {}
+    if settings.per_cell:  # benefit-cost: this round's gain from the published models, the last memory rounds'
+        gain = _published_gain(node, msg, members.shape)
+        history = before.get("gains") if not fresh else None
+        history = [] if history is None or history.shape[1:] != members.shape else list(history)
+        history = (history + [gain])[-settings.memory:]
+        participants = before.get("participants", np.zeros(members.shape[0], dtype=np.int64))
+        if fresh or participants.shape != members.shape[:1]:
+            participants = np.zeros(members.shape[0], dtype=np.int64)
+        kwargs = {"gains": history, "participants": participants, "free": free}
+        extra_state = {"gains": np.stack(history), "participants": participants}
+    joined, active = rounds.participate(settings, t, node.user_ids, members, organiser, joined, seen, **kwargs)
     noisy = rounds.noisy(settings, t, node.user_ids[cand], scores)
     reply_key = sealing.new_secret() if node.sealed else b""
     context.state["dynamics"] = record_of(joined=joined.astype(np.int8), active=active.astype(np.int8), seen=seen,
                                           noisy=noisy, index=cand, round=np.array([t]),
-                                          reply_key=np.frombuffer(reply_key, dtype=np.uint8))
+                                          reply_key=np.frombuffer(reply_key, dtype=np.uint8), **extra_state)
     idx = np.flatnonzero(members.any(axis=0))
+    flags = {"free": free[:, idx].astype(np.int8)} if settings.per_cell else {}
     payload = _sealed_payload(node, msg, PARTICIPATION, reply_key=reply_key, user_ids=node.user_ids[idx],
                               member_tickets=node.member_tickets[idx], joined=joined[:, idx].astype(np.int8),
-                              active=active[:, idx].astype(np.int8))
+                              active=active[:, idx].astype(np.int8), **flags)
     return noisy, {"participation": payload}
+
+
+def _published_gain(node: NodeData, msg: Message, shape) -> np.ndarray:
+    """Benefit-cost: what the firm's published models (``published``: each cell's logistic
+    model and group rates, of last round, and round 1's base model's, as ``public`` allows)
+    show each of this node's users it gained, per cell (rows) and user
+    (:func:`agents.participation.published_gain`); nothing published (round 1): zeros."""
+    public = node.dynamics.public
+    if "published" not in msg.content:
+        return np.zeros(shape)
+    try:
+        pub = arrays_of(msg.content["published"])
+        own = base_own = gap = base_gap = None
+        if "own-outcome" in public:
+            own = np.stack([participation.linear_favourable(node.X, c, i)
+                            for c, i in zip(pub["coef"], pub["intercept"])])
+            base_own = participation.linear_favourable(node.X, pub["base_coef"], pub["base_intercept"])
+        if "group-rates" in public:
+            gap, base_gap = pub["rates"][:, 1] - pub["rates"][:, 0], float(pub["base_rates"][1] - pub["base_rates"][0])
+        rows = [participation.published_gain(public, shape[1], own=None if own is None else own[c], base_own=base_own,
+                                             gap=None if gap is None else gap[c], base_gap=base_gap)
+                for c in range(shape[0])]
+        return np.stack(rows).reshape(shape)
+    except (KeyError, ValueError, IndexError) as exc:
+        _log.warning("query.scores: the firm's published models do not read (%s); no gain seen", exc)
+        return np.zeros(shape)
 
 
 def _score(node: NodeData, cand: np.ndarray, methods, scorers) -> np.ndarray:
@@ -892,11 +949,14 @@ def _round_state(node: NodeData, content: RecordDict, context: Context) -> dict 
     state = arrays_of(context.state["dynamics"])
     try:
         grid = CellGrid.from_config(content["plan"])
-        seen = _opened_answer(node, content, "thresholds", STAGE_THRESHOLDS,
-                              int(content["round"]["round"]) if node.sealed else None, grid)["seen"]
-        seen = np.asarray(seen, dtype=np.float64)
+        opened = _opened_answer(node, content, "thresholds", STAGE_THRESHOLDS,
+                                int(content["round"]["round"]) if node.sealed else None, grid)
+        seen = np.asarray(opened["seen"], dtype=np.float64)
         if seen.shape == state["seen"].shape[:1]:
             state["seen"] = np.repeat(seen[:, None], state["seen"].shape[1], axis=1)
+        participants = np.asarray(opened.get("participants", np.zeros(0)), dtype=np.int64)
+        if node.dynamics.per_cell and participants.shape == state["seen"].shape[:1]:  # free riding's N, next round
+            state["participants"] = participants
     except (KeyError, ValueError) as exc:  # nothing published: members see what they saw before
         _log.warning("evaluate.cells: no seen shares in the coordinator's thresholds (%s)", exc)
         grid = None
@@ -981,7 +1041,7 @@ def reported_labels(node: NodeData, content: RecordDict, memory: dict | None, *,
             raise ValueError("evaluate.cells: this round's participation is for other candidates than the scores")
         active = dynamics["active"].astype(bool)[:, cand]
         flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], dynamics["noisy"],
-                                  held_back=~active)
+                                  held_back=~active, per_cell=node.dynamics.per_cell)
         flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
     else:
         flips = rule.decide_cells(grid, signal, node.member_tickets[cand], node.tie_tickets[cand], memory["scores"])
@@ -1004,7 +1064,7 @@ def _gossip_labels(node: NodeData, content: RecordDict, grid: CellGrid, labels, 
     own = dynamics["own"][:, cand]
     delta = np.asarray(dynamics["delta"], dtype=np.float64)[grid.method_of]
     keys = dynamics["noisy"][grid.method_of] + node.tie_tickets[cand][None, :] * delta[:, None]
-    eligible = dynamics["active"].astype(bool)[:, cand][grid.alpha_of]
+    eligible = dynamics["active"].astype(bool)[:, cand][node.dynamics.rows_of(grid)]
     flips = decide(keys, np.zeros(keys.shape), Threshold(own, np.where(np.isnan(own), np.nan, 0.0)), eligible=eligible)
     flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]
     rows = labels[1:, cand]
@@ -1025,7 +1085,7 @@ def _own_labels(node: NodeData, content: RecordDict, grid: CellGrid, labels, mem
         raise ValueError("evaluate.cells: this round's participation is for other candidates than the scores")
     keys = dynamics["noisy"][grid.method_of]
     ties = np.broadcast_to(node.tie_tickets[cand][None, :], keys.shape)
-    eligible = dynamics["active"].astype(bool)[:, cand][grid.alpha_of]
+    eligible = dynamics["active"].astype(bool)[:, cand][node.dynamics.rows_of(grid)]
     flips = decide(keys, ties, Threshold(dynamics["own_score"][:, cand], dynamics["own_ticket"][:, cand]),
                    eligible=eligible)
     flips &= rounds.complies(node.dynamics, int(content["round"]["round"]), node.user_ids[cand])[None, :]

@@ -23,8 +23,10 @@ decides for them, with the same functions:
   the code the vectorised model calls (gossip is simulated, not relayed: see
   docs/federated.md, "Dynamics on Flower").
 
-Supported on a node: participation ``fixed`` and ``threshold`` (``seen``
-everyone or neighbours), random or most-connected organisers, coordination
+Supported on a node: participation ``fixed``, ``threshold`` (``seen``
+everyone or neighbours) and ``benefit-cost`` (each member's gain from the models
+the firm publishes, :func:`agents.participation.published_gain`; flags then have
+one row per cell, :attr:`RoundSettings.per_cell`), random or most-connected organisers, coordination
 ``coordinator``, ``reach`` (:func:`reached`, with ``hops``) or ``gossip``,
 ``staleness`` (the coordinator keeps each member's signals and sends the one of
 ``staleness`` rounds ago), compliance, dropout and score noise.
@@ -47,7 +49,7 @@ __all__ = ["COORDINATION_ON_NODES", "MembersGraph", "PARTICIPATION_ON_NODES", "R
            "fold_deltas", "gossip_estimates", "graph_organisers", "noisy", "organiser_count", "organiser_cutoffs",
            "participate", "reached", "seen_shares", "threshold_errors"]
 
-PARTICIPATION_ON_NODES = ("fixed", "threshold")
+PARTICIPATION_ON_NODES = ("fixed", "threshold", "benefit-cost")
 COORDINATION_ON_NODES = ("coordinator", "reach", "gossip")
 
 
@@ -76,6 +78,29 @@ class RoundSettings:
     gossip_bins: int = 256
     hops: int = 1  # reach: the coordinator reaches participants within hops of a participating organiser
     staleness: int = 0  # members act on the signal of this many rounds ago (the coordinator keeps them)
+    cost_mean: float = 0.02  # benefit-cost: each member's cost, a normal draw of its cost ticket
+    cost_sd: float = 0.01
+    cost_key: int = 0
+    free_ride: bool = False
+    memory: int = 1  # rounds of published models a member's gain averages
+    public: tuple = ("own-outcome", "group-rates")  # what the published models show a member
+
+    def __post_init__(self):
+        object.__setattr__(self, "public", tuple(self.public))
+
+    @property
+    def per_cell(self) -> bool:
+        """Whether participation is decided per cell (benefit-cost: each cell's model gives each
+        member its own gain) rather than per alpha."""
+        return self.participation == "benefit-cost"
+
+    def rows_of(self, grid) -> np.ndarray:
+        """Each cell's row of the participation flags: its alpha's, or (per cell) its own."""
+        return np.arange(len(grid)) if self.per_cell else np.asarray(grid.alpha_of)
+
+    def row_alphas(self, grid, n_alphas: int) -> np.ndarray:
+        """Each participation row's alpha index."""
+        return np.asarray(grid.alpha_of) if self.per_cell else np.arange(n_alphas)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
@@ -88,6 +113,10 @@ class RoundSettings:
         except (ValueError, TypeError) as exc:
             raise DataError(f"{source}: dynamics settings do not parse ({exc}); allowed: the JSON prepare_run "
                             "writes") from None
+        if not set(settings.public) <= set(rules.PUBLIC_CHOICES) or not isinstance(settings.memory, int) or \
+                settings.memory < 1:
+            raise DataError(f"{source}: public {list(settings.public)!r}, memory {settings.memory!r}; allowed: public "
+                            f"among {', '.join(rules.PUBLIC_CHOICES)}, memory an integer >= 1")
         for name, allowed in (("participation", PARTICIPATION_ON_NODES), ("seen", ("everyone", "neighbours")),
                               ("organisers_by", ("random", "most-connected")), ("coordination", COORDINATION_ON_NODES)):
             if getattr(settings, name) not in allowed:
@@ -125,20 +154,37 @@ def organiser_cutoffs(member_tickets, organiser_tickets, cutoffs, organisers) ->
     return out
 
 
-def participate(settings: RoundSettings, round_: int, user_ids, members, organisers, joined, seen):
-    """User half of step 3: ``(joined, acting)`` per alpha (rows) and user (columns).
+def participate(settings: RoundSettings, round_: int, user_ids, members, organisers, joined, seen, *,
+                gains=None, participants=None, free=None):
+    """User half of step 3: ``(joined, acting)`` per row (an alpha, or per cell a cell) and user (columns).
 
-    ``members`` and ``organisers`` are masks per alpha; ``joined`` is last round's
+    ``members`` and ``organisers`` are masks per row; ``joined`` is last round's
     (all False before round 1); ``seen`` the share of participants among the members
-    the coordinator published for last round, per alpha (0 before round 1). The
+    the coordinator published for last round, per row (0 before round 1). The
     rule, then organisers (who always act and never drop out), then dropout, as
     :class:`simulations.dynamics.CollectiveDynamics` does it.
+
+    Benefit-cost (rows are cells): ``gains`` holds the last ``memory`` rounds' gains
+    (:func:`agents.participation.published_gain`, rows x users each, this round's
+    last), ``participants`` last round's participants per cell (free riding), and
+    ``free`` (an array of the rows' shape) receives who free rides.
     """
     members = np.asarray(members, dtype=bool)
     organisers = np.asarray(organisers, dtype=bool) & members
     joined = np.asarray(joined, dtype=bool)
     if settings.participation == "fixed":
         new = members.copy()
+    elif settings.participation == "benefit-cost":
+        costs = rules.normal_draws(user_ids, settings.cost_key, mean=settings.cost_mean, sd=settings.cost_sd)
+        new = np.zeros(members.shape, dtype=bool)
+        riding = np.zeros(members.shape, dtype=bool)
+        for r in range(members.shape[0]):
+            new[r], riding[r] = rules.benefit_cost_round([g[r] for g in gains], costs, joined[r],
+                                                         free_ride=settings.free_ride,
+                                                         participants=int(participants[r]))
+        new &= members
+        if free is not None:
+            free[...] = riding & members & ~organisers
     else:
         thresholds = rules.normal_draws(user_ids, settings.threshold_key, mean=settings.threshold_mean,
                                         sd=settings.threshold_sd)

@@ -40,7 +40,7 @@ def membership_cutoffs(minority_tickets, alphas) -> tuple[np.ndarray, np.ndarray
 
 
 def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, scores, *, held_back=None,
-            participating=None) -> Signal:
+            participating=None, per_cell: bool = False) -> Signal:
     """The thresholds of every cell from the candidates' tickets and scores.
 
     Candidates are members (at the grid's largest alpha) whose label is 0;
@@ -50,7 +50,8 @@ def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, sco
     per alpha, one column per candidate) removes candidates from a cell's
     ranking without shrinking its pool: M is then capped by those left.
     ``participating`` (same shape; many rounds, :mod:`agents.rounds`) keeps in a
-    cell's pool only the candidates acting this round at its alpha.
+    cell's pool only the candidates acting this round at its alpha; with ``per_cell``
+    (benefit-cost: who acts differs per cell) it has one row per cell instead.
     """
     cutoffs = np.asarray(cutoffs, dtype=np.float64)
     member_tickets = np.asarray(member_tickets, dtype=np.float64).ravel()
@@ -60,11 +61,14 @@ def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, sco
     score, ticket = np.empty(n), np.empty(n)
     pool_size, m_out = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     pools = [member_tickets < c for c in cutoffs]
+    row = np.arange(n) if per_cell else np.asarray(grid.alpha_of)
+    if per_cell:
+        pools = [pools[i] for i in grid.alpha_of]
     if participating is not None:
         pools = [p & np.asarray(a, dtype=bool) for p, a in zip(pools, participating)]
     ranked = pools if held_back is None else [p & ~np.asarray(h, dtype=bool) for p, h in zip(pools, held_back)]
     for cell in grid:
-        pool, idx = pools[cell.alpha_index], np.flatnonzero(ranked[cell.alpha_index])
+        pool, idx = pools[row[cell.index]], np.flatnonzero(ranked[row[cell.index]])
         size = int(np.count_nonzero(pool))
         m = min(budget_count(cell.budget, size), idx.size)
         t = coalition_threshold(scores[cell.method_index, idx], tie_tickets[idx], m)
@@ -72,13 +76,15 @@ def publish(grid: CellGrid, cutoffs, n_members, member_tickets, tie_tickets, sco
     return Signal(cutoffs, score, ticket, np.asarray(n_members, dtype=np.int64), pool_size, m_out)
 
 
-def decide_cells(grid: CellGrid, signal: Signal, member_tickets, tie_tickets, scores, *, held_back=None) -> np.ndarray:
+def decide_cells(grid: CellGrid, signal: Signal, member_tickets, tie_tickets, scores, *, held_back=None,
+                 per_cell: bool = False) -> np.ndarray:
     """Every candidate's decision in every cell: a (cells x candidates) bool array.
 
     Each column is one candidate (a user with label 0) and uses only that
     user's own tickets and scores (one row per method) and the public signal:
     it flips iff it is a member at the cell's alpha, is not ``held_back`` there,
-    and its (score, tie ticket) reaches the cell's threshold.
+    and its (score, tie ticket) reaches the cell's threshold. ``held_back`` has one row per
+    alpha, or with ``per_cell`` one per cell.
     """
     member_tickets = np.asarray(member_tickets, dtype=np.float64).ravel()
     tie_tickets = np.asarray(tie_tickets, dtype=np.float64).ravel()
@@ -86,7 +92,7 @@ def decide_cells(grid: CellGrid, signal: Signal, member_tickets, tie_tickets, sc
     alpha_of = grid.alpha_of
     eligible = member_tickets[None, :] < np.asarray(signal.cutoffs)[alpha_of][:, None]
     if held_back is not None:
-        eligible &= ~np.asarray(held_back, dtype=bool)[alpha_of]
+        eligible &= ~np.asarray(held_back, dtype=bool)[slice(None) if per_cell else alpha_of]
     threshold = Threshold(np.asarray(signal.score, dtype=np.float64)[:, None],
                           np.asarray(signal.ticket, dtype=np.float64)[:, None])
     return decide(scores[grid.method_of], tie_tickets[None, :], threshold, eligible=eligible)

@@ -19,6 +19,13 @@ evaluator keeps each round's validated rows and trains every cell on the last
 training row, as :class:`simulations.dynamics.CollectiveDynamics` stacks them);
 flips are still this round's.
 
+Many rounds with ``[dynamics] participation = "benefit-cost"`` (``public``): after each
+round the evaluator publishes what the firm makes public for next round
+(:meth:`Evaluator.published`): for ``own-outcome`` each cell's logistic model
+(``coef``, ``intercept``: members compute their own favourable probability locally)
+and round 1's base model's; for ``group-rates`` each cell's favourable rate per
+group (``rates``: ``sel_0``, ``sel_1``) and round 1's base model's. Nothing else.
+
 A deployment (``mode = "deploy"``) never runs it: there the firm's
 ``train.report`` wave carries one reported label per user and nothing else.
 """
@@ -63,11 +70,28 @@ def cell_metrics(table: dict, cells: CellGrid, *, estimator, test: TestSet, warm
                   warm=warm, n_jobs=n_jobs)
 
 
-def _train(cells: CellGrid, X, labels, *, estimator, test: TestSet, warm: bool, n_jobs: int) -> list[dict]:
+def _train(cells: CellGrid, X, labels, *, estimator, test: TestSet, warm: bool, n_jobs: int,
+           models: list | None = None) -> list[dict]:
+    """Base and per-cell metrics; the fitted firms (base first) appended to ``models`` when given
+    (only then do the workers send the fitted models back)."""
     chained = [((cell.method, cell.alpha), labels[cell.index + 1]) for cell in cells]
-    base, per_cell = train_cells(estimator, X, labels[0], chained, test,
-                                 warm=warm, as_labels=True, executor=_Workers(n_jobs) if n_jobs != 1 else None)
-    return [base, *per_cell]
+    out = train_cells(estimator, X, labels[0], chained, test, warm=warm, as_labels=True,
+                      executor=_Workers(n_jobs) if n_jobs != 1 else None, return_models=models is not None)
+    if models is not None:
+        base_firm, firms = out[2]
+        models.extend([base_firm, *firms])
+    return [out[0], *out[1]]
+
+
+def linear_model(firm) -> tuple[np.ndarray, np.ndarray]:
+    """A binary logistic firm's (coef, intercept) for label 1, what ``own-outcome`` publishes;
+    ``ValueError`` for any other model (members could not compute their outcome from it)."""
+    model = getattr(firm, "model_", None)
+    coef, intercept = getattr(model, "coef_", None), getattr(model, "intercept_", None)
+    if coef is None or intercept is None or np.shape(coef)[0] != 1 or list(model.classes_) != [0, 1]:
+        raise ValueError(f"the firm's model {type(model).__name__} publishes no binary logistic coefficients; "
+                         "allowed: public own-outcome with firm model 'logistic-regression'")
+    return np.asarray(coef[0], dtype=np.float64), np.asarray(intercept, dtype=np.float64).ravel()
 
 
 def stacked(tables, estimator) -> tuple:
@@ -97,6 +121,9 @@ class Evaluator:
     table: dict | None = field(default=None, repr=False)  # the last accepted counterfactual rows
     window: int | None = 1  # rounds of rows the cells train on (None: all; many rounds, reports = "accumulate")
     history: deque = field(default_factory=deque, repr=False)  # the last ``window`` rounds' accepted rows
+    public: tuple = ()  # benefit-cost: what the firm publishes after each round ("own-outcome", "group-rates")
+    published: dict | None = field(default=None, repr=False)  # arrays for next round's members (None: nothing)
+    reference: dict | None = field(default=None, repr=False)  # round 1's base model and rates
 
     message_type = EVALUATE
     name = "evaluator"
@@ -117,15 +144,38 @@ class Evaluator:
         self.history.append(table)
         while self.window is not None and len(self.history) > self.window:
             self.history.popleft()
+        models: list | None = [] if self.public else None
         if len(self.history) == 1:
-            metrics = cell_metrics(table, self.cells, estimator=self.estimator, test=self.test, warm=self.warm,
-                                   n_jobs=self.n_jobs)
+            metrics = _train(self.cells, firm_design(self.estimator, table["X"]), table["labels"],
+                             estimator=self.estimator, test=self.test, warm=self.warm, n_jobs=self.n_jobs,
+                             models=models)
         else:
             X, labels = stacked(self.history, self.estimator)
             metrics = _train(self.cells, X, labels, estimator=self.estimator, test=self.test, warm=self.warm,
-                             n_jobs=self.n_jobs)
+                             n_jobs=self.n_jobs, models=models)
+        if self.public:
+            self._publish(models, metrics)
         return {"n_train": int(table["user_ids"].size), "n_minority": int((table["a"] == 1).sum()),
                 "training": "trained", **self._flips(*flip_counts(table["labels"])), "metrics": metrics}
+
+    def _publish(self, models: list, metrics: list[dict]) -> None:
+        """What members see of this round's models next round (only what ``public`` allows),
+        against round 1's base model (what the firm published before any collective acted)."""
+        rates = np.array([[m["sel_0"], m["sel_1"]] for m in metrics], dtype=np.float64)
+        out: dict[str, np.ndarray] = {}
+        if "own-outcome" in self.public:
+            linear = [linear_model(f) for f in models]
+            out["coef"] = np.stack([c for c, _ in linear[1:]])
+            out["intercept"] = np.concatenate([i for _, i in linear[1:]])
+        if "group-rates" in self.public:
+            out["rates"] = rates[1:]
+        if self.reference is None:
+            self.reference = {}
+            if "own-outcome" in self.public:
+                self.reference["base_coef"], self.reference["base_intercept"] = linear[0]
+            if "group-rates" in self.public:
+                self.reference["base_rates"] = rates[0]
+        self.published = {**out, **self.reference}
 
     @staticmethod
     def _flips(up, down) -> dict:

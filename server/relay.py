@@ -136,8 +136,8 @@ def sign_up(wire: Wire, nodes, *, encoding: dict | None = None) -> Coalition:
     return coalition
 
 
-def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
-                     every_round: bool = False) -> tuple[RecordDict, dict]:
+def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *, every_round: bool = False,
+                     published: dict | None = None) -> tuple[RecordDict, dict]:
     """Members score themselves and the coordinator answers with the signal (thresholds).
 
     Returns the records every user receives with the collection request, and
@@ -146,7 +146,9 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
     on, the coordinator reuses the scores it was sent (``repeat``) and only the
     collection wave reaches every node, which halves a round's messages (what
     dominates with thousands of nodes). With ``every_round`` (many rounds: who acts and
-    the noisy scores change each round) members send theirs every round.
+    the noisy scores change each round) members send theirs every round. ``published``
+    (many rounds, benefit-cost: the arrays the firm made public after last round, each
+    cell's model and group rates) goes to every member with the scores request.
     """
     if coalition.knowledge is None:
         return _nobody_flips(grid), {}
@@ -154,7 +156,8 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
     if coalition.scored and not every_round:
         ask = RecordDict({"stage": ConfigRecord({"stage": STAGE_REPEAT})})
     else:
-        scored = wire.wave({n: copy_content(coalition.knowledge) for n in coalition.users}, SCORES)
+        scored = wire.wave({n: _with_published(copy_content(coalition.knowledge), published)
+                            for n in coalition.users}, SCORES)
         ask = _forward(scored, "candidates", STAGE_THRESHOLDS)
     got = wire.wave({coord: ask}, COORDINATE)
     if coord not in got:
@@ -165,6 +168,12 @@ def coalition_signal(wire: Wire, coalition: Coalition, grid: CellGrid, *,
     if coalition.impostors:
         summary.setdefault("dropped", {})["relay"] = {"impostor": coalition.impostors}
     return copy_content(answer, skip=("summary",)), summary
+
+
+def _with_published(content: RecordDict, published: dict | None) -> RecordDict:
+    if published:
+        content["published"] = record_of(**published)
+    return content
 
 
 def addressed(signal: RecordDict, node) -> RecordDict:

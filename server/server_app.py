@@ -232,8 +232,11 @@ def _role(mode: str, spec: FirmSpec, cells: CellGrid, n_jobs: int):
     window = 1  # rounds of reports each cell trains on: this round's, or (accumulate) the last window's
     if dynamics.get("reports", "replace") == "accumulate":
         window = None if dynamics.get("window", "all") == "all" else int(dynamics["window"])
+    # Benefit-cost: the firm publishes each round's models as ``public`` allows (members read their gain).
+    public = tuple(dynamics.get("public", ("own-outcome", "group-rates"))) \
+        if dynamics.get("participation") == "benefit-cost" else ()
     return Evaluator(cells, estimator, test, spec.customer_ids, warm=bool(sc["engine"]["warm_start"]), n_jobs=n_jobs,
-                     window=window)
+                     window=window, public=public)
 
 
 # ------------------------------------------------------------------ rounds
@@ -262,7 +265,8 @@ def run_rounds(grid: Grid, settings: RunSettings) -> dict:
         if coalition is None:
             coalition = sign_up(wire, nodes, encoding=spec.encoding)
             results["sign_up"] = _declare(registry, wire.kept.get(JOIN, {}))
-        signal, summary = coalition_signal(wire, coalition, cells, every_round=bool(spec.scenario.get("dynamics")))
+        signal, summary = coalition_signal(wire, coalition, cells, every_round=bool(spec.scenario.get("dynamics")),
+                                           published=getattr(role, "published", None))
         users = coalition.users
         t1 = time.perf_counter()
         got = wire.wave({n: addressed(signal, n) for n in users}, role.message_type)

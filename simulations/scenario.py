@@ -685,7 +685,10 @@ class DynamicsConfig(_Section):
     def flower_unsupported(self, scenario: "Scenario") -> str | None:
         """What of this ``[dynamics]`` the Flower backend cannot run yet (None: it can)."""
         checks = (
-            ("participation", self.participation in ("fixed", "threshold")),
+            ("participation", self.participation in ("fixed", "threshold", "benefit-cost")),
+            # own-outcome: members compute their outcome from the published logistic model
+            ("[firm] model", not (self.participation == "benefit-cost" and "own-outcome" in self.public)
+             or scenario.firm.model == "logistic-regression"),
             ("coordination", len(self.coordination) == 1),
             ("reference_per_member", self.reference_per_member == "all"),
             ("[engine] warm_start", not scenario.engine.warm_start),
@@ -698,8 +701,9 @@ class DynamicsConfig(_Section):
         if scenario.engine.backend == "flower":
             bad = self.flower_unsupported(scenario)
             if bad:
-                _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed' "
-                             "or 'threshold' (seen = 'everyone' or 'neighbours'), organisers_by = 'random' or "
+                _fail(where, f"the flower backend cannot run {bad} as set; allowed: on flower, participation 'fixed', "
+                             "'threshold' (seen = 'everyone' or 'neighbours') or 'benefit-cost' (public own-outcome "
+                             "with [firm] model 'logistic-regression'), organisers_by = 'random' or "
                              "'most-connected', one coordination, 'coordinator', 'reach' (hops) or 'gossip', "
                              "reports ('replace' or 'accumulate' with window), staleness, reference_per_member = \"all\", compliance, dropout, "
                              "score_noise, "

@@ -169,7 +169,9 @@ def round_settings(scenario, seed: int) -> RoundSettings:
                          compliance_key=keys.compliance, noise_key=keys.noise, seen=d.seen,
                          organisers_by=d.organisers_by, coordination=d.coordination[0],
                          gossip_steps=int(d.gossip_steps), gossip_bins=int(d.gossip_bins), hops=int(d.hops),
-                         staleness=int(d.staleness))
+                         staleness=int(d.staleness), cost_mean=float(d.cost_mean), cost_sd=float(d.cost_sd),
+                         cost_key=keys.cost, free_ride=bool(d.free_ride), memory=int(d.memory),
+                         public=tuple(d.public))
 
 
 def members_graph(scenario, world) -> MembersGraph | None:
@@ -292,11 +294,13 @@ def rounds_frame(scenario, dataset, seed: int, results: dict) -> pd.DataFrame:
                     retrain_seconds=np.nan)
         rows.append({**common, **head, **{k: frame.iloc[0][k] for k in ("method", "alpha", "budget", "budget_kind")},
                      **base, **metrics[0]})
+        # Participation rows: one per alpha, or with benefit-cost one per cell.
+        per_cell = scenario.dynamics.participation == "benefit-cost"
         for cell in grid:
             get = lambda key, i: coalition[key][i] if key in coalition else 0  # noqa: E731
             columns = cell_columns(cell.method, cell.alpha, cell.budget)
-            participants, pool, m = get("participants", cell.alpha_index), get("pool_size", cell.index), get(
-                "m", cell.index)
+            row = cell.index if per_cell else cell.alpha_index
+            participants, pool, m = get("participants", row), get("pool_size", cell.index), get("m", cell.index)
             flips = int(r["flips"][cell.index])
             error = 0.0 if pool else np.nan
             errors = (error, error)
@@ -308,7 +312,7 @@ def rounds_frame(scenario, dataset, seed: int, results: dict) -> pd.DataFrame:
             extra = {
                 "eligible": get("n_members", cell.alpha_index), "organisers": get("organisers", cell.alpha_index),
                 "participants": participants, "participant_share": float(participants / max(1, r["n_minority"])),
-                "dropouts": get("dropouts", cell.alpha_index), "free_riders": 0, "candidates": pool,
+                "dropouts": get("dropouts", row), "free_riders": get("free_riders", row), "candidates": pool,
                 "members_reached": reached, "m": m, "intended_flips": get("intended", cell.index),
                 "flips": flips, "flips_minus_m": flips - int(m),
                 "threshold": float(coalition["score"][cell.index]) if "score" in coalition else np.nan,

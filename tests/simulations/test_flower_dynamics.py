@@ -89,8 +89,56 @@ def test_rounds_csv_through_the_runner_equals_the_vectorised_one(dataset, tmp_pa
     assert_same_rounds(got, expected)
 
 
+# Benefit-cost (issue 9): after each round the evaluator publishes what `public` allows (each cell's
+# logistic model, each cell's favourable rate per group, and round 1's base model's); members compute
+# their gain locally (agents.participation.published_gain, the vectorised model's own call) and decide
+# per cell, since each cell's model gives them a different gain.
+BENEFIT_BOTH = {"rounds": 3, "participation": "benefit-cost", "cost_mean": 0.002, "cost_sd": 0.004,
+                "organisers": 0.1, "dropout": 0.1, "memory": 2, "free_ride": True}
+BENEFIT_OWN = {"rounds": 3, "participation": "benefit-cost", "public": ["own-outcome"], "cost_mean": 0.0,
+               "cost_sd": 0.01, "organisers": 2, "compliance": 0.9, "score_noise": 0.05}
+BENEFIT_RATES = {"rounds": 3, "participation": "benefit-cost", "public": ["group-rates"], "cost_mean": 0.001,
+                 "cost_sd": 0.002, "organisers": 0.1, "memory": 3, "free_ride": True, "dropout": 0.1}
+
+# Per-cell participation under the coordinator's graph modes: reach (with stale signals) and gossip.
+BENEFIT_REACH = {**BENEFIT_BOTH, "coordination": "reach", "hops": 1, "organisers": 3, "staleness": 1,
+                 "graph": {"kind": "erdos-renyi", "mean_degree": 3}}
+BENEFIT_GOSSIP = {**BENEFIT_BOTH, "coordination": "gossip", "gossip_steps": 12, "gossip_bins": 16,
+                  "graph": {"kind": "watts-strogatz", "k": 4, "p": 0.2}}
+
+
+@pytest.mark.parametrize("keys", [BENEFIT_BOTH, BENEFIT_OWN, BENEFIT_RATES, BENEFIT_REACH, BENEFIT_GOSSIP],
+                         ids=["both", "own-outcome", "group-rates", "reach-stale", "gossip"])
+@pytest.mark.parametrize("k", [7, 1])
+def test_flower_benefit_cost_gives_the_vectorised_rounds(keys, k, dataset, tmp_path):
+    _, expected = dynamics.run_seed(scenario(keys), 0, dataset=dataset)
+    _, _, got = flower_rounds(keys, k, dataset, tmp_path)
+    assert_same_rounds(got, expected)
+    cells = got[got["method"] != "base"]
+    assert (cells["flips"] > 0).any()
+    # Participation is per cell: in a later round, cells of one alpha have different participants.
+    later = cells[cells["round"] > 1]
+    assert (later.groupby(["round", "alpha"])["participants"].nunique() > 1).any()
+    if keys.get("free_ride"):
+        assert (cells["free_riders"] > 0).any()
+    # What members see matters: the same run with another `public` gives another table.
+    other = {**keys, "public": ["group-rates"] if keys.get("public") != ["group-rates"] else ["own-outcome"]}
+    _, changed = dynamics.run_seed(scenario(other), 0, dataset=dataset)
+    assert (changed["participants"].to_numpy() != got["participants"].to_numpy()).any()
+
+
+def test_flower_benefit_cost_own_outcome_needs_a_logistic_firm():
+    """Members compute their own outcome from the published coefficients: another model is one line."""
+    with pytest.raises(ConfigError) as err:
+        Scenario.from_dict({**BASE, "engine": {**BASE["engine"], "backend": "flower"}, "dynamics": BENEFIT_OWN,
+                            "firm": {"model": "random-forest"}})
+    assert "[firm] model" in str(err.value) and "'logistic-regression'" in str(err.value)
+    Scenario.from_dict({**BASE, "engine": {**BASE["engine"], "backend": "flower"}, "dynamics": BENEFIT_RATES,
+                        "firm": {"model": "random-forest"}})  # group rates alone: any model
+
+
 @pytest.mark.parametrize("change, named", [
-    ({"participation": "benefit-cost"}, "participation"),
+    ({"participation": "benefit-cost", "coordination": ["coordinator", "reach"], "organisers": 1}, "coordination"),
     ({"coordination": ["coordinator", "gossip"], "graph": {"kind": "erdos-renyi", "mean_degree": 3}}, "coordination"),
     ({"reference_per_member": 5}, "reference_per_member"),
 ])
