@@ -79,8 +79,10 @@ byte-identical to a run without ``[dynamics]``. The last round's rows of the fir
 * ``[dynamics.graph]`` ``kind`` ["complete"]: "erdos-renyi" (``mean_degree``),
   "barabasi-albert" (``m``), "watts-strogatz" (``k``, ``p``), "sbm" (``blocks``
   communities of equal expected size, ``p_in``, ``p_out``), "edge-list"
-  (``path``: lines "u v" of dataset row ids, relative to the scenario file);
-  :mod:`simulations.graphs` builds it;
+  (``path``: lines "u v" of dataset row ids, relative to the scenario file: the
+  social graph of the whole data set; each seed keeps the edges among its
+  minority training users, so one file serves every seed; an id that is not a
+  row of the data set is an error); :mod:`simulations.graphs` builds it;
 * ``coordination`` ["coordinator"], or a list of modes (the first is the run's,
   the others paired reference trajectories in ``rounds.csv``):
   "coordinator": the paper's coordinator reaches every participant with the
@@ -468,12 +470,15 @@ class CollectiveDynamics:
             spec["groups"] = _child_rng(self.streams["graph"], 1).integers(0, blocks, size=n)
         if kind == "edge-list":
             spec["user_ids"] = self.world.user_ids[self.minority]
+            # The file names people of the whole data set; this seed's graph is among its minority
+            # training users (edges to others are dropped), so one file serves every seed.
+            spec["known_ids"] = np.arange(self.world.prepared.dataset.n_samples)
         try:
             return build_graph(kind, n, rng_or_seed=self.streams["graph"], **spec)
         except CollectiveFairnessError as exc:
             line = f"[dynamics.graph] {exc}"
             if "; allowed: " not in line:
-                line += ("; allowed: a readable UTF-8 file of 'u v' lines (dataset row ids of minority training users)"
+                line += ("; allowed: a readable UTF-8 file of 'u v' lines (dataset row ids)"
                          if kind == "edge-list" else f"; allowed: parameters that fit a graph of the {n} minority "
                                                      "training users")
             raise type(exc)(line) from None

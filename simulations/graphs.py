@@ -23,10 +23,11 @@ Kinds and their parameters (:data:`KINDS`):
   users of the same group label with ``p_in`` and of different labels with
   ``p_out`` (homophily when ``p_in > p_out``); labels come from the caller, e.g.
   minority/majority or sub-communities.
-* ``edge-list`` (``path``, optional ``user_ids``): a text file of ``u v`` lines
-  naming user ids (``user_ids[i]`` is the id of position ``i``; without it ids
-  are positions). ``#`` starts a comment; self loops and repeated pairs are
-  dropped.
+* ``edge-list`` (``path``, optional ``user_ids``, ``known_ids``): a text file of
+  ``u v`` lines naming user ids (``user_ids[i]`` is the id of position ``i``;
+  without it ids are positions). ``#`` starts a comment; self loops and repeated
+  pairs are dropped. With ``known_ids`` the file may name any known id, and edges
+  leaving ``user_ids`` are dropped (the subgraph among the run's users).
 * ``complete`` (or ``None``): everyone sees everyone; returns ``None``.
 
 Randomness: networkx generators and the vectorised sampler get one integer seed
@@ -56,7 +57,7 @@ KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "barabasi-albert": (("m",), ()),
     "watts-strogatz": (("k", "p"), ()),
     "sbm": (("groups", "p_in", "p_out"), ()),
-    "edge-list": (("path",), ("user_ids",)),
+    "edge-list": (("path",), ("user_ids", "known_ids")),
 }
 VECTORISED_FROM = 100_000  # users from which erdos-renyi uses the vectorised sampler
 SAMPLERS = ("auto", "networkx", "numpy")
@@ -134,7 +135,9 @@ def _validate(kind, n, params) -> dict:
             raise ConfigError(f"edge-list user_ids must be {n} integer ids, got shape {ids.shape} dtype {ids.dtype}")
         if np.unique(ids).size != n:
             raise ConfigError("edge-list user_ids must be distinct")
-        out.update(path=Path(params["path"]), user_ids=ids)
+        known = params.get("known_ids")
+        out.update(path=Path(params["path"]), user_ids=ids,
+                   known_ids=None if known is None else np.asarray(known, dtype=np.int64))
     return out
 
 
@@ -186,7 +189,12 @@ def erdos_renyi_edges(n: int, p: float, rng: np.random.Generator) -> tuple[np.nd
     return codes // n, codes % n
 
 
-def _edge_list(path: Path, ids: np.ndarray, n: int) -> sp.csr_matrix:
+def _edge_list(path: Path, ids: np.ndarray, n: int, known: np.ndarray | None = None) -> sp.csr_matrix:
+    """The graph among ``ids`` of an edge-list file. With ``known`` (every id the file may
+    name, e.g. all the dataset's rows) an edge touching a known user who is not among ``ids``
+    (a test-set or majority user of this seed) is dropped: the file is the social graph of
+    the whole population, the run sees the part among its users. Without ``known`` every
+    id must be one of ``ids``."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -219,6 +227,17 @@ def _edge_list(path: Path, ids: np.ndarray, n: int) -> sp.csr_matrix:
 
     pu, fu = positions(u)
     pv, fv = positions(v)
+    if known is not None:
+        unknown = ~np.isin(u, known) | ~np.isin(v, known)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            who = u[i] if not np.isin(u[i], known) else v[i]
+            raise DataError(f"edge list {path} line {lines[i]}: unknown user {who}; allowed: the data set's "
+                            f"row ids ({int(known.min())}..{int(known.max())})")
+        inside = fu & fv  # both ends are this run's users; the rest of the population is not in its graph
+        pu, pv, fu, fv = pu[inside], pv[inside], fu[inside], fv[inside]
+        lines = [line for line, keep in zip(lines, inside) if keep]
+        u, v = u[inside], v[inside]
     bad = np.flatnonzero(~(fu & fv))
     if bad.size:
         i = bad[0]
@@ -241,7 +260,7 @@ def build_graph(kind, n: int, *, rng_or_seed, **params) -> sp.csr_matrix | None:
     if kind == "complete":
         return None
     if kind == "edge-list":
-        return _edge_list(cfg["path"], cfg["user_ids"], n)
+        return _edge_list(cfg["path"], cfg["user_ids"], n, cfg["known_ids"])
     seed = graph_seed(rng_or_seed)
     if kind == "erdos-renyi":
         p = cfg["mean_degree"] / (n - 1) if n > 1 else 0.0

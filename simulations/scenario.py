@@ -864,16 +864,16 @@ class Scenario:
                 world = build_world(self, dataset, seed)
             except CollectiveFairnessError as exc:  # starts with the data set's name
                 raise type(exc)(f"{source}: [data] {exc}") from None
+            if self.dynamics is not None:  # each seed's members' graph and organisers, as round 1 builds them
+                from .dynamics import check_world
+
+                check_world(self, world, source)
         X, y = world.prepared.X_train, world.prepared.y_train
         try:
             check_trainable(make_estimator(self.firm.model, self.firm.params, random_state=0), X, y)
         except ValueError as exc:
             key = "params" if self.firm.params else "model"
             raise ConfigError(f"{source}: [firm] {key}: {self.firm.model!r}: {exc}") from None
-        if self.dynamics is not None:  # the members' graph and organisers, as the first round builds them
-            from .dynamics import check_world
-
-            check_world(self, world, source)
         if self.defence is not None:
             fewest = int(np.bincount(y, minlength=2).min())
             if self.defence.cv > fewest:

@@ -62,11 +62,12 @@ def caption(path: Path, n_seeds: int) -> str:
         return ("Error increase (pts) vs EqOd change at the chosen budget, both paired with the same seed's base "
                 "model (★ at 0, 0): seed means, one panel per selection and method, a line through α from the "
                 f"smallest to the largest (labelled); {bars}.")
-    if name.startswith("trajectories_budget"):
+    if name.startswith(("trajectories_budget", "trajectories_M")):
         bands = (f"bands: 95% Student-t interval of the seed mean ({n_seeds} seeds)" if n_seeds > 1
                  else "1 seed: no intervals")
-        return (f"Trajectories over rounds at budget {name.removeprefix('trajectories_budget')} (of the pool, or a "
-                "count): per α (columns), the participants' share of the minority, flips − M, the threshold error "
+        budget = (f"{name.removeprefix('trajectories_budget')} of the pool" if name.startswith("trajectories_budget")
+                  else f"M = {name.removeprefix('trajectories_M')} (a count)")
+        return (f"Trajectories over rounds at budget {budget}: per α (columns), the participants' share of the minority, flips − M, the threshold error "
                 "in ranks, EqOd, EqOd minus the same seed's base model's in that round (paired per seed) and error "
                 "(rows); one line per method (colour) and coordination mode (line style), "
                 f"the base model dashed black; lines: the mean over seeds, {bands}.")

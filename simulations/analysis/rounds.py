@@ -12,7 +12,7 @@ Files (names stable across versions):
 ``rounds_summary.csv``
     per trajectory and round: ``seeds`` and, for every quantity of :data:`ROUND_QUANTITIES`
     present, ``<q>`` (mean over seeds), ``<q>_lo`` and ``<q>_hi`` (the interval; NaN with one seed).
-``trajectories_budget<b>.png``
+``trajectories_budget<b>.png`` (``trajectories_M<b>.png`` for a count)
     one figure per budget: columns alpha, rows participation, flips - M, threshold error (ranks),
     EqOd, EqOd minus the same seed's base model's (paired) and error; one line per method and coordination mode, bands the 95% interval of the seed mean.
 """
@@ -131,7 +131,8 @@ def _order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_trajectories(rounds: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """``trajectories_budget<b>.png`` per budget (none for a sweep: see :mod:`simulations.sweeps`)."""
+    """``trajectories_budget<b>.png`` per fraction budget, ``trajectories_M<b>.png`` per count budget
+    (none for a sweep: see :mod:`simulations.sweeps`)."""
     if sweep_columns(rounds):
         return []
     import matplotlib
@@ -184,7 +185,9 @@ def plot_trajectories(rounds: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         shown = f"{budget:g}·pool" if kind == "fraction" else f"M={budget:g}"
         fig.suptitle(f"{dataset}trajectories over rounds at budget {shown}; lines: mean over seeds, {bands}")
         fig.tight_layout()
-        written.append(Path(out_dir) / f"trajectories_budget{budget:g}.png")
+        # A fraction of the pool and a count of the same number are two figures (budget1 vs M1).
+        name = f"trajectories_budget{budget:g}.png" if kind == "fraction" else f"trajectories_M{budget:g}.png"
+        written.append(Path(out_dir) / name)
         save_figure(fig, written[-1])
         plt.close(fig)
     return written

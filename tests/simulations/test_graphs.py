@@ -155,3 +155,21 @@ def test_auto_sampler_switches_at_the_documented_size(monkeypatch):
     assert (build("auto") != build("networkx")).nnz == 0
     monkeypatch.setattr(graphs, "VECTORISED_FROM", 400)
     assert (build("auto") != build("numpy")).nnz == 0 and (build("numpy") != build("networkx")).nnz > 0
+
+
+def test_an_edge_list_of_the_whole_population_keeps_the_edges_among_the_runs_users(tmp_path):
+    """With known_ids (every row of the data set) the file is the social graph of everyone: each
+    seed keeps the edges among its own users and drops the rest, so one file serves every seed;
+    an id that is no row at all is still one clear error."""
+    from simulations.graphs import build_graph
+
+    path = tmp_path / "edges.txt"
+    path.write_text("10 11\n11 12\n12 99\n5 6\n")
+    ids = np.array([12, 11, 10])  # this run's users: positions 0, 1, 2
+    g = build_graph("edge-list", 3, rng_or_seed=0, path=path, user_ids=ids, known_ids=np.arange(100))
+    assert sorted(map(tuple, np.argwhere(g.toarray()))) == [(0, 1), (1, 0), (1, 2), (2, 1)]  # 12-11, 11-10
+    path.write_text("10 11\n11 100\n")
+    with pytest.raises(DataError, match=r"line 2: unknown user 100; allowed: the data set's row ids \(0..99\)"):
+        build_graph("edge-list", 3, rng_or_seed=0, path=path, user_ids=ids, known_ids=np.arange(100))
+    with pytest.raises(DataError, match="unknown user"):  # without known_ids every id must be a user
+        build_graph("edge-list", 3, rng_or_seed=0, path=tmp_path / "edges.txt", user_ids=ids)

@@ -154,3 +154,17 @@ def test_report_of_a_broken_rounds_table_is_one_line(tmp_path, capsys):
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rounds.csv: missing column(s) round" in err[0]
+
+
+def test_a_fraction_and_a_count_of_the_same_number_are_two_figures(tmp_path):
+    """budgets = [1.0, 1]: the whole pool and one flip are different trajectories, so two figures
+    (one used to overwrite the other)."""
+    from simulations.analysis.rounds import plot_trajectories
+
+    rounds = table()
+    count = rounds[rounds["method"] != "base"].assign(budget_kind="count")
+    written = plot_trajectories(pd.concat([rounds, count], ignore_index=True), tmp_path)
+    names = sorted(p.name for p in written)
+    assert len(names) == len(set(names)) == 2 * rounds.loc[rounds["method"] != "base", "budget"].nunique()
+    assert all((tmp_path / n).exists() for n in names)
+    assert any(n.startswith("trajectories_M") for n in names) and any(n.startswith("trajectories_budget") for n in names)
