@@ -43,7 +43,7 @@ import pandas as pd
 
 from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
-from ..cli import ArgumentParser, int_argument
+from ..cli import ArgumentParser, _install, _on_sigterm, _restore, _Terminated, int_argument
 
 from .files import DEVICE_FILES, RoundWatch, RunFiles, node_files_removed, prepare_run, results_frame
 from .processes import (
@@ -400,6 +400,23 @@ def _checked(args):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM is handled like Ctrl-C, so the SuperLink, the SuperNodes, the
+    node files and the private keys go whichever way the command is stopped (one line, no
+    traceback)."""
+    import signal
+
+    previous = _install(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        print("collective-fairness-deploy: interrupted; the SuperLink, the SuperNodes, the node files and the keys "
+              "were stopped and removed", file=sys.stderr)
+        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+    finally:
+        _restore(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         from ..engine import load_data
@@ -422,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             tls, keys = (None, []) if args.insecure else _credentials(workdir, files.n_nodes)
             ca_cert = tls.ca_cert if tls else None
             print("# environment (no network use)")
+            # Flower starts its helpers (flower-superexec) by name: its bin folder must be on PATH.
+            print("export PATH=" + shell_quote([str(Path(flwr_bin("flwr")).parent)]) + ":\"$PATH\"")
             print("export FLWR_HOME=" + str(workdir / "home") + " FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 "
                   "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1")
             if tls:

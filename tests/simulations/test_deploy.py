@@ -254,3 +254,33 @@ def test_an_unregistered_or_unverified_supernode_gets_nothing(tmp_path):
         assert list(pull_as(dep.node_keys[0].private).messages_list) == []  # accepted: no run, nothing to pull
         listed = json.loads(dep._flwr("supernode", "ls", CONNECTION, "--format", "json", timeout=60).stdout)["nodes"]
         assert sorted(int(n["node-id"]) for n in listed) == sorted(dep.node_ids)  # nobody else got in
+
+
+def test_sigterm_stops_the_deployment_and_removes_its_files_in_one_line(tmp_path, monkeypatch, capsys):
+    """SIGTERM is handled like Ctrl-C: the Deployment's and the node files' context managers run
+    (the nodes stop, the records go), and the command says so in one line, exit 143."""
+    import os
+    import signal
+
+    closed = []
+
+    class Dying(InProcessDeployment):
+        def run(self, **kw):
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill <pid>` would, mid-run
+            raise AssertionError("not reached")
+
+        def __exit__(self, *exc):
+            closed.append(exc[0])
+            return False
+
+    monkeypatch.setattr(deploy, "Deployment", Dying)
+    cfg = tmp_path / "toy.toml"
+    cfg.write_text('name = "t"\nseeds = [0]\n[data]\ndataset = "toy"\n[data.options]\nn = 86\n'
+                   '[collective]\nmethods = ["rb-prob"]\nalphas = [0.6]\nbudgets = [1.0]\n')
+    work = tmp_path / "w"
+    assert main([str(cfg), "--agents-per-node", "30", "--workdir", str(work)]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    assert closed and issubclass(closed[0], KeyboardInterrupt)  # the deployment was closed on the way out
+    assert not list(work.rglob("node-*.csv"))  # the users' records are gone
+    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGTERM) != deploy._on_sigterm
