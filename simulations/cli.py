@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=tuple(BACKENDS), help="override [engine] backend")
     run.add_argument("--jobs", type=int_argument, help="worker processes for the firm's fits (default: [engine] n_jobs)")
     run.add_argument("--fresh", action="store_true", help="discard checkpoints instead of resuming")
-    run.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    run.add_argument("--no-plots", action="store_true", help="skip the PNG figures and report.html (the CSV files are written)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="summarise a results folder and redraw its figures")

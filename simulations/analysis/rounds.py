@@ -39,7 +39,9 @@ ROUND_QUANTITIES = {
     "participants": ("participants", ".0f"),
     "participant_share": ("participants / minority", ".3f"),
     "members_reached": ("members reached", ".0f"),
+    "free_riders": ("free riders", ".0f"),
     "m": ("M", ".0f"),
+    "intended_flips": ("intended flips", ".0f"),
     "flips": ("flips", ".0f"),
     "flips_minus_m": ("flips − M", "+.1f"),
     "threshold_error": ("threshold error (score)", ".4f"),
@@ -50,6 +52,8 @@ ROUND_QUANTITIES = {
     "eqod_vs_base": ("EqOd − base", "+.3f"),
     "eopp_diff": ("EOpp", ".3f"),
     "success": ("S", ".3f"),
+    "benefit_participants": ("benefit of acting", "+.4f"),
+    "benefit_free_riders": ("benefit of free riding", "+.4f"),
     "retrain_seconds": ("retrain s", ".3f"),
 }
 CELL_KEYS = ("coordination", "method", "alpha", "budget_kind", "budget")
