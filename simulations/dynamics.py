@@ -194,7 +194,7 @@ from .rows import BASE, cell_columns, config_columns, method_columns
 from .state import RunState, World, initial_state, seed_streams
 
 __all__ = ["DYNAMICS_COLUMNS", "CollectiveDynamics", "DrawKeys", "count_fits", "draw_keys", "run_scenario",
-           "run_seed"]
+           "run_seed", "setup"]
 
 # The per-round columns between the cell's and the firm's metrics, in order.
 DYNAMICS_COLUMNS = (
@@ -749,15 +749,20 @@ class CollectiveDynamics:
         return rows
 
 
+def setup(scenario, world: World) -> "CollectiveDynamics":
+    """The model's setup for ``world`` and nothing more: the members' graph and the
+    organisers, drawn as the first round draws them (no fit)."""
+    c = scenario.collective
+    state = RunState(round=0, world=world, grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params())
+    return CollectiveDynamics(scenario, state, estimator=make_estimator(random_state=0), setup_only=True)
+
+
 def check_world(scenario, world: World, source: str = "scenario") -> None:
-    """Build what the first round builds from ``world`` -- the members' graph, the
-    organisers -- so a graph that cannot be drawn for these users (an edge list naming
-    unknown users, ``m`` beyond their number) is one line before a run writes anything."""
-    state = RunState(round=0, world=world, grid=CellGrid.of(*(getattr(scenario.collective, k) for k in
-                                                                ("methods", "alphas", "budgets"))),
-                     params=scenario.collective.scorer_params())
+    """Build what the first round builds from ``world`` (:func:`setup`) so a graph that
+    cannot be drawn for these users (an edge list naming unknown users, ``m`` beyond their
+    number) is one line before a run writes anything."""
     try:
-        CollectiveDynamics(scenario, state, estimator=make_estimator(random_state=0), setup_only=True)
+        setup(scenario, world)
     except CollectiveFairnessError as exc:
         raise type(exc)(f"{source}: {exc}") from None
 

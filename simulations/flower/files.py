@@ -178,14 +178,9 @@ def members_graph(scenario, world) -> MembersGraph | None:
     """The members' graph of a ``[dynamics]`` scenario, drawn from the seed's graph stream
     exactly as :class:`simulations.dynamics.CollectiveDynamics` draws it (the same code:
     its setup), over the minority's user ids in the model's order."""
-    from server.firm import make_estimator
+    from ..dynamics import setup
 
-    from ..dynamics import CollectiveDynamics
-    from ..state import RunState
-
-    c = scenario.collective
-    state = RunState(round=0, world=world, grid=CellGrid.of(c.methods, c.alphas, c.budgets), params=c.scorer_params())
-    model = CollectiveDynamics(scenario, state, estimator=make_estimator(random_state=0), setup_only=True)
+    model = setup(scenario, world)
     if model.graph is None:  # "complete": everyone sees everyone, degrees are equal
         return None
     adjacency = model.graph.tocsr()
