@@ -204,19 +204,19 @@ def _validate(args) -> int:
     return 0
 
 
-class _Terminated(KeyboardInterrupt):
+class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C so that ``finally`` blocks (locks, workers) run."""
 
 
-def _on_sigterm(signum, frame):
+def on_sigterm(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; cleanup must not be interrupted
-    raise _Terminated()
+    raise Terminated()
 
 
 _NOT_INSTALLED = object()
 
 
-def _install(sig, handler):
+def install_signal(sig, handler):
     """Set a signal handler; returns the previous one (to restore), or _NOT_INSTALLED off the main thread."""
     try:
         previous = signal.signal(sig, handler)
@@ -225,7 +225,7 @@ def _install(sig, handler):
     return signal.SIG_DFL if previous is None else previous
 
 
-def _restore(sig, previous) -> None:
+def restore_signal(sig, previous) -> None:
     if previous is not _NOT_INSTALLED:
         signal.signal(sig, previous)
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     handler = {"run": _run, "report": _report, "validate": _validate, "paper": _paper,
                "sweep": _sweep}[args.command]
-    previous = _install(signal.SIGTERM, _on_sigterm)
+    previous = install_signal(signal.SIGTERM, on_sigterm)
     try:
         return handler(args)
     except CollectiveFairnessError as exc:
@@ -258,15 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print("collective-fairness: interrupted; run the same command again to resume", file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     finally:
-        interrupt = _install(signal.SIGINT, signal.SIG_IGN)  # the cleanup itself is not interrupted
-        _install(signal.SIGTERM, signal.SIG_IGN)
+        interrupt = install_signal(signal.SIGINT, signal.SIG_IGN)  # the cleanup itself is not interrupted
+        install_signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             _stop_workers()
         finally:
-            _restore(signal.SIGINT, interrupt)
-            _restore(signal.SIGTERM, previous)
+            restore_signal(signal.SIGINT, interrupt)
+            restore_signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

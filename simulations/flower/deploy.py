@@ -43,7 +43,7 @@ import pandas as pd
 
 from agents.errors import CollectiveFairnessError, ConfigError, DataError
 
-from ..cli import ArgumentParser, _install, _on_sigterm, _restore, _Terminated, int_argument
+from ..cli import ArgumentParser, Terminated, install_signal, int_argument, on_sigterm, restore_signal
 
 from .files import DEVICE_FILES, RoundWatch, RunFiles, node_files_removed, prepare_run, results_frame
 from .processes import (
@@ -405,15 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     traceback)."""
     import signal
 
-    previous = _install(signal.SIGTERM, _on_sigterm)
+    previous = install_signal(signal.SIGTERM, on_sigterm)
     try:
         return _main(argv)
     except KeyboardInterrupt as exc:
         print("collective-fairness-deploy: interrupted; the SuperLink, the SuperNodes, the node files and the keys "
               "were stopped and removed", file=sys.stderr)
-        return 128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     finally:
-        _restore(signal.SIGTERM, previous)
+        restore_signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str] | None = None) -> int:

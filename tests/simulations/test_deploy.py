@@ -283,4 +283,4 @@ def test_sigterm_stops_the_deployment_and_removes_its_files_in_one_line(tmp_path
     assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
     assert closed and issubclass(closed[0], KeyboardInterrupt)  # the deployment was closed on the way out
     assert not list(work.rglob("node-*.csv"))  # the users' records are gone
-    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGTERM) != deploy._on_sigterm
+    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGTERM) != deploy.on_sigterm
