@@ -96,3 +96,21 @@ def run_in_process(files: RunFiles, *, rounds: int = 1, tamper: Callable | None 
     settings = RunSettings(run_dir=files.run_dir, rounds=rounds, expected_nodes=files.n_nodes, node_wait=0.0, timeout=1.0,
                            mode=mode)
     return run_rounds(grid, settings)
+
+
+class InProcessDeployment:
+    """Stands in for :class:`simulations.flower.deploy.Deployment` in tests: the same node
+    files and run config, the nodes in this process (:func:`run_in_process`).
+    ``evaluator``: the nodes' owners consent to answer the evaluator."""
+
+    def __init__(self, files: RunFiles, workdir=None, *, evaluator: bool = False, **_security):
+        self.files, self.evaluator = files, evaluator
+
+    def __enter__(self) -> "InProcessDeployment":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def run(self, *, rounds: int, timeout: float, on_round=None, mode: str = "deploy") -> dict:
+        return run_in_process(self.files, rounds=rounds, mode=mode, consent=self.evaluator)

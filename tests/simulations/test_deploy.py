@@ -19,6 +19,7 @@ from simulations import engine
 from simulations.flower import deploy
 from simulations.flower.deploy import CONNECTION, Deployment, main, node_commands
 from simulations.flower.files import prepare_run, results_frame
+from simulations.flower.inprocess import InProcessDeployment
 from simulations.flower.processes import alive, flwr_bin, free_port, process_tree, stop_process
 from simulations.flower.tls import make_node_key, make_server_tls
 from simulations.scenario import Scenario
@@ -78,22 +79,6 @@ def test_print_commands(tmp_path, capsys):
     assert "--rounds 0" in capsys.readouterr().err
 
 
-class InProcessDeployment:
-    """Stands in for ``deploy.Deployment``: the same files and run config, the nodes in this process."""
-
-    def __init__(self, files, workdir, *, evaluator=False, **kw):
-        self.files, self.evaluator = files, evaluator
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def run(self, *, rounds, timeout, on_round=None, mode="deploy"):
-        from simulations.flower.inprocess import run_in_process
-
-        return run_in_process(self.files, rounds=rounds, mode=mode, consent=self.evaluator)
 
 
 def test_the_deploy_command_runs_the_firm_on_one_cell_unless_asked_to_evaluate(tmp_path, monkeypatch, capsys):

@@ -12,7 +12,7 @@ from agents.node import load_node_file, write_users_file
 from simulations import engine
 from simulations.flower import backend, deploy
 from simulations.flower.files import node_files_removed, prepare_run, remove_node_files
-from simulations.flower.inprocess import run_in_process
+from simulations.flower.inprocess import InProcessDeployment as _InProcess, run_in_process
 from simulations.scenario import Scenario, load_scenario
 
 TOY = Scenario(name="toy-files").replace(
@@ -158,25 +158,16 @@ def test_keep_node_files_is_a_checked_option(tmp_path):
         load_scenario(cfg)
 
 
-class InProcessDeployment:
-    """Stands in for ``deploy.Deployment``: the same files, the nodes in this process."""
+class InProcessDeployment(_InProcess):
+    """The in-process stand-in, checking the node files are there and able to fail."""
 
     fail = False
 
-    def __init__(self, files, workdir, *, evaluator=False):
-        self.files, self.evaluator = files, evaluator
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def run(self, *, rounds, timeout, on_round=None, mode="deploy"):
+    def run(self, **kw):
         assert all(p.exists() for p in self.files.node_files)
         if self.fail:
             raise RuntimeError("a SuperNode died")
-        return run_in_process(self.files, rounds=rounds, mode=mode, consent=self.evaluator)
+        return super().run(**kw)
 
 
 def test_deploy_removes_the_node_files_unless_kept(dataset, tmp_path, monkeypatch):
